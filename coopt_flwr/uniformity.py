@@ -1,0 +1,54 @@
+"""Uniformity of a prior's features on the shared set (Wang & Isola, 2020).
+
+    V(ψ; S) = log mean_{i≠j} exp(-t ‖f_i − f_j‖²),   f = ψ(x) / ‖ψ(x)‖,   t = 2
+
+Lower is better: features spread evenly over the hypersphere. V lies in [-2t, 0]:
+0 when every feature points the same way (collapse), -2t = -4 only in the limit of
+antipodal pairs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_EPS = 1e-12
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """L2-normalize each row of (N, d) ``x``; an all-zero row stays zero."""
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, _EPS)
+
+
+def uniformity(features: np.ndarray, t: float = 2.0) -> float:
+    """Uniformity value V of a set of features.
+
+    Parameters
+    ----------
+    features
+        (N, d) features, N ≥ 2; they are L2-normalized here.
+    t
+        Temperature of the Gaussian potential (2 in the paper).
+
+    Returns
+    -------
+    float
+        V = log of the mean of exp(-t‖f_i − f_j‖²) over ordered pairs i ≠ j.
+    """
+    x = np.asarray(features)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"uniformity needs (N>=2, d) features, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("uniformity got non-finite features")
+    f = normalize_rows(x)
+    gram = f @ f.T
+    # ‖f_i − f_j‖² = ‖f_i‖² + ‖f_j‖² − 2 f_i·f_j; zero rows (norm 0) are handled exactly.
+    sq = np.sum(f * f, axis=1)
+    dist2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0)
+    n = x.shape[0]
+    off = ~np.eye(n, dtype=bool)
+    logits = -t * dist2[off]
+    # log-mean-exp, stable for any t.
+    peak = logits.max()
+    return float(peak + np.log(np.mean(np.exp(logits - peak))))
