@@ -121,8 +121,14 @@ def inconsistency(
         chosen = rng.choice(len(pairs), size=max_pairs, replace=False)
         pairs = [pairs[i] for i in sorted(chosen)]
     distances = [
-        tv_distance(targets[i], targets[j], k=k, max_samples=max_samples,
-                    normalize=normalize, seed=seed + 7919 * i + j)
+        tv_distance(
+            targets[i],
+            targets[j],
+            k=k,
+            max_samples=max_samples,
+            normalize=normalize,
+            seed=seed + 7919 * i + j,
+        )
         for i, j in pairs
     ]
     return float(np.mean(distances))

@@ -6,8 +6,7 @@ from coopt_flwr.uniformity import normalize_rows, uniformity
 
 def _definition(x, t=2.0):
     f = x / np.linalg.norm(x, axis=1, keepdims=True)
-    vals = [np.exp(-t * np.sum((f[i] - f[j]) ** 2))
-            for i in range(len(f)) for j in range(len(f)) if i != j]
+    vals = [np.exp(-t * np.sum((f[i] - f[j]) ** 2)) for i in range(len(f)) for j in range(len(f)) if i != j]
     return np.log(np.mean(vals))
 
 

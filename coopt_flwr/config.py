@@ -1,0 +1,133 @@
+"""Run settings: the flat kebab-case run-config read once at the top of each app.
+
+The same keys are the ``[tool.flwr.app.config]`` table of ``pyproject.toml`` (``flwr run``
+reads them from there; a test keeps both in step) and the flat overrides that the Hydra
+launcher in ``simulations/`` passes to the app factories.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+DEFAULTS: dict[str, Any] = {
+    "num-rounds": 1,
+    "dataset": "digits",
+    "data-root": "",
+    "priors": "efficientnet_lite0?size=64,timm:resnet10t?size=32,weak:efficientnet_lite0?size=32,human",
+    "prior-mix": "",
+    "shared-fraction": 0.1,
+    "target-dim": 64,
+    "ridge": 0.001,
+    "seed": 42,
+    "min-nodes": 2,
+    "node-wait-timeout": 120.0,
+    "step-timeout": 600.0,
+    "max-reassign": 2,
+    "g-max-samples": 512,
+    "batch-size": 128,
+    "device": "",
+    "output-dir": "",
+}
+
+
+def load_mix(name: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """Prior specs of a named mix, ``conf/mix/<name>.yaml`` with a ``priors:`` list."""
+    path = conf_dir / "mix" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (conf_dir / "mix").glob("*.yaml"))
+        raise ValueError(f"unknown prior mix {name!r} (no {path}); known mixes: {known}")
+    data = yaml.safe_load(path.read_text())
+    priors = data.get("priors") if isinstance(data, dict) else None
+    if not isinstance(priors, list) or not priors or not all(isinstance(p, str) for p in priors):
+        raise ValueError(f"{path} must hold a non-empty list of prior spec strings under 'priors'")
+    return priors
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated run settings (see :data:`DEFAULTS` for the keys)."""
+
+    num_rounds: int
+    dataset: str
+    data_root: str
+    priors: tuple[str, ...]
+    shared_fraction: float
+    target_dim: int
+    ridge: float
+    seed: int
+    min_nodes: int
+    node_wait_timeout: float
+    step_timeout: float
+    max_reassign: int
+    g_max_samples: int
+    batch_size: int
+    device: str
+    output_dir: Path
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Settings:
+        """Build settings from a flat run-config (missing keys take :data:`DEFAULTS`).
+
+        Raises
+        ------
+        ValueError
+            On an unknown key or an out-of-range value, naming the key.
+        """
+        merged = dict(DEFAULTS)
+        for source in (config, overrides or {}):
+            unknown = set(source) - set(DEFAULTS)
+            if unknown:
+                raise ValueError(f"unknown run-config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+            merged.update(source)
+        c = merged
+        mix = str(c["prior-mix"]).strip()
+        priors = load_mix(mix) if mix else [p.strip() for p in str(c["priors"]).split(",") if p.strip()]
+        if not priors:
+            raise ValueError("run-config 'priors' is empty and no 'prior-mix' is named")
+        fraction = float(c["shared-fraction"])
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"shared-fraction must lie in (0, 1), got {fraction}")
+        _positive(c, "num-rounds", "target-dim", "min-nodes", "batch-size", "g-max-samples")
+        _positive(c, "node-wait-timeout", "step-timeout")
+        if int(c["max-reassign"]) < 0:
+            raise ValueError(f"max-reassign must be >= 0, got {c['max-reassign']}")
+        if float(c["ridge"]) < 0:
+            raise ValueError(f"ridge must be >= 0, got {c['ridge']}")
+        out = str(c["output-dir"]).strip()
+        output_dir = Path(out) if out else Path("outputs") / time.strftime("%Y%m%d-%H%M%S")
+        return cls(
+            num_rounds=int(c["num-rounds"]),
+            dataset=str(c["dataset"]),
+            data_root=str(c["data-root"]),
+            priors=tuple(priors),
+            shared_fraction=fraction,
+            target_dim=int(c["target-dim"]),
+            ridge=float(c["ridge"]),
+            seed=int(c["seed"]),
+            min_nodes=int(c["min-nodes"]),
+            node_wait_timeout=float(c["node-wait-timeout"]),
+            step_timeout=float(c["step-timeout"]),
+            max_reassign=int(c["max-reassign"]),
+            g_max_samples=int(c["g-max-samples"]),
+            batch_size=int(c["batch-size"]),
+            device=str(c["device"]),
+            output_dir=output_dir.expanduser().resolve(),
+        )
+
+    def prior_for(self, partition_id: int) -> str:
+        """The prior spec of a partition: the list is assigned round-robin."""
+        return self.priors[partition_id % len(self.priors)]
+
+
+def _positive(c: Mapping[str, Any], *keys: str) -> None:
+    for key in keys:
+        if float(c[key]) <= 0:
+            raise ValueError(f"{key} must be > 0, got {c[key]}")

@@ -1,0 +1,115 @@
+"""Validation of participants' replies and the merged optimized data set D'.
+
+Nothing a participant sends is merged unchecked: wrong shapes or dtypes, NaN/inf, ids that
+are not exactly the assigned shard are rejected with a reason that ends up in the summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class ReplyError(ValueError):
+    """A participant's reply failed validation; the message says why."""
+
+
+def check_targets(array: np.ndarray, rows: int, width: int, what: str) -> np.ndarray:
+    """Validate a (rows, width) floating array and return it as float32.
+
+    Raises
+    ------
+    ReplyError
+        Wrong rank, shape or dtype, or non-finite values.
+    """
+    a = np.asarray(array)
+    if not np.issubdtype(a.dtype, np.floating):
+        raise ReplyError(f"{what}: dtype {a.dtype} is not floating point")
+    if a.shape != (rows, width):
+        raise ReplyError(f"{what}: shape {a.shape}, expected {(rows, width)}")
+    bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+    if bad:
+        raise ReplyError(f"{what}: {bad} non-finite values (NaN/inf)")
+    return a.astype(np.float32, copy=False)
+
+
+def check_ids(ids: np.ndarray, expected: np.ndarray, what: str) -> np.ndarray:
+    """Validate that ``ids`` is exactly the assigned id set (any order, no duplicates).
+
+    Returns
+    -------
+    np.ndarray
+        The ids as int64, in the order they were sent (the rows of the targets).
+    """
+    a = np.asarray(ids)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise ReplyError(f"{what}: ids dtype {a.dtype} is not integer")
+    if a.ndim != 1:
+        raise ReplyError(f"{what}: ids have shape {a.shape}, expected 1-D")
+    a = a.astype(np.int64)
+    uniq = np.unique(a)
+    if len(uniq) != len(a):
+        raise ReplyError(f"{what}: {len(a) - len(uniq)} duplicated ids")
+    exp = np.unique(np.asarray(expected, dtype=np.int64))
+    if len(uniq) != len(exp) or not np.array_equal(uniq, exp):
+        outside = np.setdiff1d(uniq, exp)
+        absent = np.setdiff1d(exp, uniq)
+        raise ReplyError(
+            f"{what}: ids differ from the assigned shard ({len(outside)} not assigned, "
+            f"{len(absent)} assigned but missing)"
+        )
+    return a
+
+
+@dataclass
+class MergedTargets:
+    """The optimized data set under construction: one target row per sample of D.
+
+    Attributes
+    ----------
+    targets
+        float32 (N, n); rows of samples nobody has delivered yet are NaN.
+    participant
+        int64 (N,) partition id of the participant that produced each row, -1 if none.
+    round
+        int64 (N,) round that produced each row, -1 if none.
+    """
+
+    num_samples: int
+    target_dim: int
+    targets: np.ndarray = field(init=False)
+    participant: np.ndarray = field(init=False)
+    round: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.targets = np.full((self.num_samples, self.target_dim), np.nan, dtype=np.float32)
+        self.participant = np.full(self.num_samples, -1, dtype=np.int64)
+        self.round = np.full(self.num_samples, -1, dtype=np.int64)
+
+    def add(self, ids: np.ndarray, targets: np.ndarray, participant: int, round_: int) -> None:
+        """Write validated rows (``ids`` int64 (m,), ``targets`` float32 (m, n))."""
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.num_samples):
+            raise ReplyError(f"ids outside [0, {self.num_samples})")
+        self.targets[ids] = targets
+        self.participant[ids] = participant
+        self.round[ids] = round_
+
+    @property
+    def filled(self) -> np.ndarray:
+        """bool (N,) samples that have a target."""
+        return self.participant >= 0
+
+    def missing_ids(self) -> np.ndarray:
+        """int64 ids of samples without a target."""
+        return np.flatnonzero(~self.filled).astype(np.int64)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The arrays written to ``optimized.safetensors`` (filled samples, ascending ids)."""
+        ids = np.flatnonzero(self.filled).astype(np.int64)
+        return {
+            "ids": ids,
+            "targets": np.ascontiguousarray(self.targets[ids]),
+            "participant": self.participant[ids],
+            "round": self.round[ids],
+        }

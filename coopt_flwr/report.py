@@ -1,0 +1,70 @@
+"""Human-readable summary table of a run (printed by the ServerApp and the launcher)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Plain-text table with columns sized to their content."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False))
+    sep = "  ".join("-" * w for w in widths)
+    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) for r in rows]
+    return "\n".join([line, sep, *body])
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Render ``summary.json`` content: participants, G, and time per phase of the last round."""
+    last = summary["rounds"][-1]
+    anchor = last["anchor-partition"]
+    rows = []
+    for p in last["participants"]:
+        rows.append(
+            [
+                _fmt(p["partition_id"]),
+                p["prior"] or "?",
+                p["prior_kind"] or "?",
+                _fmt(p["feature_dim"]),
+                _fmt(p["uniformity"]),
+                "*" if p["partition_id"] == anchor and p["status"] == "ok" else "",
+                _fmt(p["residual"], ".3f"),
+                _fmt(p["samples"]),
+                _fmt(p["embed_seconds"] + p["align_seconds"], ".1f"),
+                p["status"] + (f" ({p['reason']})" if p["reason"] else ""),
+            ]
+        )
+    headers = [
+        "part",
+        "prior",
+        "kind",
+        "dim",
+        "uniformity",
+        "anchor",
+        "residual",
+        "samples",
+        "embed s",
+        "status",
+    ]
+    phases = "  ".join(f"{k} {v:.1f}s" for k, v in last["phase-seconds"].items())
+    complete = "all" if summary["complete"] else f"MISSING {len(summary['missing-ids'])} of"
+    lines = [
+        "",
+        f"CoOpt round {last['round']}: {len(last['participants'])} participants, "
+        f"{complete} {summary['num-samples']} samples merged, |S|={summary['shared-samples']}, "
+        f"n={summary['target-dim']}",
+        table(headers, rows),
+        f"anchor: participant {anchor} ({last['anchor-prior']})   "
+        f"G before alignment {_fmt(last['g-before'], '.3f')} -> after {_fmt(last['g-after'], '.3f')}"
+        f"   reassigned {last['reassigned']}",
+        f"time per phase: {phases}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Experiment launchers and benchmarks (Hydra) on top of the CoOpt Flower apps."""

@@ -1,0 +1,5 @@
+"""Flower strategies of the project."""
+
+from strategies.coopt import CoOptStrategy, NodeRecord, RunResult
+
+__all__ = ["CoOptStrategy", "NodeRecord", "RunResult"]

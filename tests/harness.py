@@ -1,0 +1,72 @@
+"""An in-process stand-in for Flower's Grid: runs the real ClientApp handlers synchronously.
+
+It exercises the strategy and the ClientApp with real Flower ``Message`` objects, without a
+SuperLink or Ray, and lets tests inject faults (error replies, silence, tampered content).
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterable
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.supercore.task_identity import TaskIdentity
+
+SERVER_NODE_ID = 1
+
+# fault(partition_id, message_type, request, reply) -> reply to deliver, or None for silence
+Fault = Callable[[int, str, Message, Message], Message | None]
+
+
+class InProcessGrid:
+    def __init__(
+        self,
+        app: ClientApp,
+        num_nodes: int,
+        run_config: dict | None = None,
+        fault: Fault | None = None,
+        first_node_id: int = 2**63 + 11,  # uint64 ids above int64 range, as Flower issues them
+    ) -> None:
+        TaskIdentity.run_id = 7
+        TaskIdentity.node_id = SERVER_NODE_ID
+        TaskIdentity.task_id = 1
+        self.app = app
+        self.fault = fault
+        self.contexts = {
+            first_node_id + 97 * p: Context(
+                run_id=7,
+                node_id=first_node_id + 97 * p,
+                node_config={"partition-id": p, "num-partitions": num_nodes},
+                state=RecordDict(),
+                run_config=dict(run_config or {}),
+            )
+            for p in range(num_nodes)
+        }
+        self._replies: dict[str, Message] = {}
+        self.sent: list[tuple[int, str]] = []  # (partition, message type) log
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = msg.object_id
+            ctx = self.contexts[msg.metadata.dst_node_id]
+            partition = int(ctx.node_config["partition-id"])
+            self.sent.append((partition, msg.metadata.message_type))
+            try:
+                reply = self.app(msg, ctx)
+            except Exception as exc:  # what the SuperNode does: an error reply, code 2
+                reason = f"{traceback.format_exc()}\n{type(exc).__name__}: {exc}"
+                reply = Message(Error(code=2, reason=reason), reply_to=msg)
+            if self.fault is not None:
+                reply = self.fault(partition, msg.metadata.message_type, msg, reply)
+            if reply is not None:
+                self._replies[msg.metadata.message_id] = reply
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]

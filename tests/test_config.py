@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from coopt_flwr.config import CONF_DIR, DEFAULTS, Settings, load_mix
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_pyproject_run_config_matches_defaults():
+    table = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert table == DEFAULTS
+
+
+def test_defaults_build_valid_settings(tmp_path):
+    s = Settings.from_config({}, {"output-dir": str(tmp_path)})
+    assert s.output_dir == tmp_path.resolve() and s.output_dir.is_absolute()
+    assert len(s.priors) == 4 and s.prior_for(5) == s.priors[1]
+
+
+def test_default_output_dir_is_absolute_and_timestamped():
+    s = Settings.from_config({})
+    assert s.output_dir.is_absolute() and s.output_dir.parent.name == "outputs"
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ({"shared-fraction": 0.0}, "shared-fraction"),
+        ({"shared-fraction": 1.5}, "shared-fraction"),
+        ({"target-dim": 0}, "target-dim"),
+        ({"ridge": -1.0}, "ridge"),
+        ({"max-reassign": -1}, "max-reassign"),
+        ({"priors": " , "}, "priors"),
+        ({"no-such-key": 1}, "unknown run-config keys"),
+        ({"prior-mix": "nope"}, "unknown prior mix"),
+    ],
+)
+def test_bad_config_is_a_clear_error(override, match):
+    with pytest.raises(ValueError, match=match):
+        Settings.from_config({}, override)
+
+
+def test_named_mixes_load():
+    names = sorted(p.stem for p in (CONF_DIR / "mix").glob("*.yaml"))
+    assert "default" in names
+    for name in names:
+        assert all(isinstance(p, str) and p for p in load_mix(name))
+    assert Settings.from_config({"prior-mix": "default"}).priors == tuple(load_mix("default"))
+
+
+def test_default_mix_file_matches_default_priors():
+    assert ",".join(load_mix("default")) == DEFAULTS["priors"]
+
+
+def test_bad_mix_file(tmp_path):
+    (tmp_path / "mix").mkdir()
+    (tmp_path / "mix" / "bad.yaml").write_text("priors: 3\n")
+    with pytest.raises(ValueError, match="non-empty list"):
+        load_mix("bad", conf_dir=tmp_path)

@@ -1,0 +1,172 @@
+"""The CoOpt strategy driving the real ClientApp through an in-process grid."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Message, RecordDict
+from harness import InProcessGrid
+
+from coopt_flwr import protocol as P
+from coopt_flwr.client_app import make_client_app
+from coopt_flwr.config import Settings
+from coopt_flwr.storage import load_optimized
+from strategies.coopt import CoOptStrategy
+
+FAST_PRIORS = "timm:resnet10t?size=16,weak:resnet10t?size=16,human,efficientnet_lite0?size=32"
+N_DIGITS = 1797
+
+
+def _settings(tmp_path, **kw):
+    cfg = {
+        "priors": FAST_PRIORS,
+        "output-dir": str(tmp_path / "out"),
+        "target-dim": 32,
+        "node-wait-timeout": 5.0,
+        "step-timeout": 60.0,
+        "g-max-samples": 128,
+    }
+    cfg.update(kw)
+    return Settings.from_config({}, cfg)
+
+
+def _run(tmp_path, num_nodes=4, fault=None, **kw):
+    settings = _settings(tmp_path, **kw)
+    overrides = {"priors": settings.priors and ",".join(settings.priors)}
+    grid = InProcessGrid(make_client_app(overrides), num_nodes, fault=fault)
+    strategy = CoOptStrategy(settings, N_DIGITS, log=lambda s: None, poll_interval=0.01)
+    return strategy.run(grid), grid, settings
+
+
+def _tamper(partition: int, kind: str, key: str, fn):
+    def fault(p, message_type, request, reply):
+        if p == partition and message_type == kind and not reply.has_error():
+            arrays = reply.content[P.ARRAYS]
+            new = {k: Array(fn(arrays[k].numpy()) if k == key else arrays[k].numpy()) for k in arrays}
+            content = RecordDict({P.NODE: reply.content[P.NODE], P.ARRAYS: ArrayRecord(new)})
+            return Message(content=content, reply_to=request)
+        return reply
+
+    return fault
+
+
+def test_full_round_merges_every_id_once(tmp_path):
+    _result, grid, settings = _run(tmp_path)
+    out = load_optimized(settings.output_dir)
+    np.testing.assert_array_equal(out["ids"], np.arange(N_DIGITS))
+    assert out["targets"].shape == (N_DIGITS, 32) and out["targets"].dtype == np.float32
+    assert np.all(np.isfinite(out["targets"]))
+    assert set(np.unique(out["participant"])) == {0, 1, 2, 3}
+    assert np.all(out["round"] == 1)
+    summary = json.loads((settings.output_dir / "summary.json").read_text())
+    parts = summary["participants"]
+    assert summary["complete"] and len(parts) == 4
+    assert sum(p["samples"] for p in parts) == N_DIGITS
+    best = min(parts, key=lambda p: p["uniformity"])
+    assert summary["anchor"]["partition"] == best["partition_id"]
+    assert summary["g-after"] < summary["g-before"]
+    # priors are assigned to partitions round-robin from the list
+    assert [p["prior"] for p in parts] == FAST_PRIORS.split(",")
+    assert all(isinstance(p["node_id"], str) and int(p["node_id"]) > 2**63 for p in parts)
+    # the message sequence is the protocol's
+    assert [t for _, t in grid.sent] == [P.MSG_UNIFORMITY] * 4 + [P.MSG_ALIGN] * 4
+
+
+def test_anchor_targets_are_uploaded_unchanged(tmp_path):
+    result, _, _ = _run(tmp_path)
+    anchor = next(n for n in result.rounds[0].nodes if n.partition_id == result.rounds[0].anchor_partition)
+    assert anchor.residual == 0.0
+    np.testing.assert_allclose(anchor.shared_aligned, anchor.shared_targets, atol=1e-5)
+
+
+def test_nan_upload_is_rejected_and_its_shard_reassigned(tmp_path):
+    fault = _tamper(
+        1, P.MSG_ALIGN, P.TARGETS, lambda t: np.where(np.arange(t.size).reshape(t.shape) == 3, np.nan, t)
+    )
+    result, _, settings = _run(tmp_path, fault=fault)
+    summary = result.summary
+    bad = next(p for p in summary["participants"] if p["partition_id"] == 1)
+    assert bad["status"] == "rejected" and "non-finite" in bad["reason"]
+    assert summary["complete"] and summary["rounds"][0]["reassigned"] > 0
+    out = load_optimized(settings.output_dir)
+    np.testing.assert_array_equal(out["ids"], np.arange(N_DIGITS))
+    assert 1 not in set(out["participant"].tolist())
+
+
+@pytest.mark.parametrize(
+    "key,fn,reason",
+    [
+        (P.TARGETS, lambda t: t[:, :-1], "shape"),
+        (P.IDS, lambda i: np.concatenate([i[:-1], i[:1]]), "duplicated"),
+        (P.IDS, lambda i: i + 100_000, "differ from the assigned"),
+        (P.TARGETS, lambda t: t.astype(np.int32), "dtype"),
+    ],
+)
+def test_malformed_upload_is_rejected_with_reason(tmp_path, key, fn, reason):
+    result, _, _ = _run(tmp_path, fault=_tamper(2, P.MSG_ALIGN, key, fn))
+    bad = next(p for p in result.summary["participants"] if p["partition_id"] == 2)
+    assert bad["status"] == "rejected" and reason in bad["reason"]
+    assert result.summary["complete"]
+
+
+def test_silent_node_is_reported_and_nothing_is_lost(tmp_path):
+    def silent(p, kind, request, reply):
+        return None if (p == 3 and kind == P.MSG_ALIGN) else reply
+
+    result, _, settings = _run(tmp_path, fault=silent, **{"step-timeout": 0.5})
+    bad = next(p for p in result.summary["participants"] if p["partition_id"] == 3)
+    assert bad["status"] == "failed" and "no reply within" in bad["reason"]
+    np.testing.assert_array_equal(load_optimized(settings.output_dir)["ids"], np.arange(N_DIGITS))
+
+
+def test_node_error_at_uniformity_excludes_it(tmp_path):
+    result, _, _ = _run(tmp_path, **{"priors": FAST_PRIORS.replace("human", "nosuchprior:x")})
+    bad = next(p for p in result.summary["participants"] if p["status"] != "ok")
+    assert bad["status"] == "failed" and "nosuchprior" in bad["reason"]
+    assert result.summary["complete"]
+    assert sum(p["samples"] for p in result.summary["participants"]) == N_DIGITS
+
+
+def test_missing_shard_is_reported_when_reassignment_is_off(tmp_path):
+    fault = _tamper(0, P.MSG_ALIGN, P.TARGETS, lambda t: t * np.inf)
+    result, _, settings = _run(tmp_path, fault=fault, **{"max-reassign": 0})
+    summary = result.summary
+    assert not summary["complete"]
+    missing = np.array(summary["missing-ids"])
+    out = load_optimized(settings.output_dir)
+    assert len(missing) + len(out["ids"]) == N_DIGITS
+    assert not np.intersect1d(missing, out["ids"]).size
+
+
+def test_second_round_reuses_cached_features(tmp_path):
+    result, _, settings = _run(tmp_path, **{"num-rounds": 2})
+    first, second = result.rounds
+    shared = result.summary["shared-samples"]
+    # round 1 embeds S once (the align step reuses it, and the part of the shard inside S)
+    assert all(shared <= n.cached < shared + n.samples for n in first.nodes)
+    # round 2 embeds nothing: S twice and the whole shard come from the node's cache
+    assert all(n.cached == 2 * shared + n.samples for n in second.nodes)
+    out = load_optimized(settings.output_dir)
+    assert np.all(out["round"] == 2)
+
+
+def test_shards_are_a_seeded_disjoint_cover_stable_across_rounds(tmp_path):
+    s = CoOptStrategy(_settings(tmp_path), 1000, log=lambda _: None)
+    a = s.assign_shards([0, 1, 2], 3)
+    b = s.assign_shards([2, 0, 1], 3)
+    assert sorted(a) == [0, 1, 2]
+    for p in a:
+        np.testing.assert_array_equal(a[p], b[p])
+    np.testing.assert_array_equal(np.sort(np.concatenate(list(a.values()))), np.arange(1000))
+    assert max(map(len, a.values())) - min(map(len, a.values())) <= 1
+
+
+def test_absent_partitions_shards_go_to_the_present_ones(tmp_path):
+    s = CoOptStrategy(_settings(tmp_path), 1000, log=lambda _: None)
+    full = s.assign_shards([0, 1, 2, 3], 4)
+    part = s.assign_shards([0, 2], 4)
+    np.testing.assert_array_equal(np.sort(np.concatenate(list(part.values()))), np.arange(1000))
+    for p in (0, 2):
+        assert set(full[p]) <= set(part[p])  # a present partition keeps its own shard
