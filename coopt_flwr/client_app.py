@@ -7,6 +7,7 @@ deployment), else the run-config list ``priors`` / ``prior-mix`` indexed by ``pa
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,6 +49,19 @@ def _store_cache(context: Context, cache: FeatureCache) -> None:
     context.state[_CACHE_META] = ConfigRecord({"prior": cache.prior})
 
 
+def _progress(partition: int, step: str, every: float = 10.0):
+    """A progress callback printing at most every ``every`` seconds (and at the end)."""
+    last = [time.monotonic()]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if (done == total and total >= 1000) or now - last[0] >= every:
+            last[0] = now
+            print(f"[participant {partition}] {step}: embedded {done}/{total}", flush=True)
+
+    return report
+
+
 def _reply(msg: Message, node: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Message:
     content = RecordDict(
         {
@@ -87,6 +101,7 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
             int(config[P.TARGET_DIM]),
             int(config[P.SEED]),
             cache,
+            progress=_progress(partition, "uniformity"),
         )
         _store_cache(context, cache)
         node = {

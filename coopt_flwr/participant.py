@@ -7,6 +7,7 @@ functions and packs the replies; everything here is testable with plain arrays.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,8 +67,16 @@ class FeatureCache:
         self.features = np.ascontiguousarray(all_feats[order], dtype=np.float32)
 
 
+Progress = Callable[[int, int], None]  # (embedded so far, to embed)
+
+
 def embed_ids(
-    prior: Prior, data: ImageData, ids: np.ndarray, cache: FeatureCache, batch_size: int = 1024
+    prior: Prior,
+    data: ImageData,
+    ids: np.ndarray,
+    cache: FeatureCache,
+    batch_size: int = 1024,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, int]:
     """Features of the samples ``ids``, from the cache where possible.
 
@@ -83,6 +92,8 @@ def embed_ids(
         Feature cache of this prior; updated in place.
     batch_size
         Images handed to the prior per call (the prior batches again internally).
+    progress
+        Called after each chunk with (embedded so far, to embed); long shards report.
 
     Returns
     -------
@@ -101,6 +112,8 @@ def embed_ids(
             chunk = todo[start : start + batch_size]
             labels = data.labels[chunk] if data.labels is not None else None
             rows.append(prior.embed(data.batch(chunk), labels))
+            if progress is not None:
+                progress(start + len(chunk), len(todo))
         fresh = np.concatenate(rows).astype(np.float32)
         if fresh.shape != (len(todo), prior.feature_dim) or not np.all(np.isfinite(fresh)):
             raise ValueError(
@@ -130,10 +143,11 @@ def uniformity_report(
     target_dim: int,
     seed: int,
     cache: FeatureCache,
+    progress: Progress | None = None,
 ) -> UniformityReport:
     """Embed the shared set and project it: S_Y^(k) = W_k ψ_k(S_X)."""
     start = time.perf_counter()
-    feats, cached = embed_ids(prior, data, shared_ids, cache)
+    feats, cached = embed_ids(prior, data, shared_ids, cache, progress=progress)
     targets = project(feats, projection_matrix(prior.feature_dim, target_dim, seed))
     return UniformityReport(
         shared_targets=targets,
@@ -167,6 +181,7 @@ def aligned_upload(
     seed: int,
     ridge: float,
     cache: FeatureCache,
+    progress: Progress | None = None,
 ) -> AlignedUpload:
     """Fit T_k on the shared set and apply it to the shard (the anchor keeps T = I)."""
     start = time.perf_counter()
@@ -176,8 +191,8 @@ def aligned_upload(
             f"({len(shared_ids)}, {target_dim})"
         )
     w = projection_matrix(prior.feature_dim, target_dim, seed)
-    shared_feats, cached_s = embed_ids(prior, data, shared_ids, cache)
-    shard_feats, cached_d = embed_ids(prior, data, shard_ids, cache)
+    shared_feats, cached_s = embed_ids(prior, data, shared_ids, cache, progress=progress)
+    shard_feats, cached_d = embed_ids(prior, data, shard_ids, cache, progress=progress)
     source = project(shared_feats, w)
     if is_anchor:
         fit = Alignment.identity(target_dim)

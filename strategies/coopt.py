@@ -152,7 +152,15 @@ class CoOptStrategy:
         replies: dict[int, Message] = {}
         deadline = time.monotonic() + timeout
         wait = self.poll_interval
+        step = next(iter(messages.values())).metadata.message_type if messages else "?"
+        last_log = time.monotonic()
         while pending and time.monotonic() < deadline:
+            if time.monotonic() - last_log >= 15.0:  # long steps show they are alive
+                last_log = time.monotonic()
+                self.log(
+                    f"[coopt] {step}: {len(nodes) - len(pending)}/{len(nodes)} replies, "
+                    f"{deadline - last_log:.0f} s left"
+                )
             for reply in grid.pull_messages(list(pending)):
                 node = pending.pop(reply.metadata.reply_to_message_id, None)
                 if node is None:
