@@ -229,9 +229,62 @@ def create_dataset(spec: str, *, data_root: str | None = None) -> ImageData:
         cached = _CACHE.get(key)
         if cached is not None:
             return cached
-        data = factory(parsed, data_root=root)
+        subset = _pop_subset_options(parsed)
+        data = factory(subset[0], data_root=root)
+        if subset[1] is not None:
+            data = balanced_subset(data, subset[1], subset[2], name=parsed.text)
         _CACHE[key] = data
         return data
+
+
+# Options every data set accepts, handled here rather than by each factory.
+_SUBSET_OPTIONS = ("subset", "subset-seed")
+
+
+def _pop_subset_options(spec: Spec) -> tuple[Spec, int | None, int]:
+    size = spec.get_int("subset", None)
+    seed = spec.get_int("subset-seed", 0)
+    if size is None and "subset-seed" in spec.options:
+        raise ValueError(f"{spec.text!r}: 'subset-seed' needs 'subset'")
+    options = {k: v for k, v in spec.options.items() if k not in _SUBSET_OPTIONS}
+    return Spec(name=spec.name, arg=spec.arg, options=options, text=spec.text), size, int(seed or 0)
+
+
+def balanced_subset(data: ImageData, size: int, seed: int, name: str | None = None) -> ImageData:
+    """A seeded subset of ``size`` samples, class-balanced when the data set is labelled.
+
+    Each class contributes ``size // C`` samples (the remainder goes to the first classes in
+    a seeded order); unlabelled data sets are sampled uniformly. Order follows the original.
+
+    Raises
+    ------
+    ValueError
+        If ``size`` is not in [1, N] or a class has too few samples.
+    """
+    n = len(data)
+    if not 1 <= size <= n:
+        raise ValueError(f"subset size must be in [1, {n}], got {size}")
+    rng = np.random.default_rng([seed, 0x5B])
+    if data.labels is None:
+        idx = rng.choice(n, size=size, replace=False)
+    else:
+        classes = np.unique(data.labels)
+        quota = np.full(len(classes), size // len(classes))
+        quota[rng.permutation(len(classes))[: size % len(classes)]] += 1
+        picks = []
+        for c, q in zip(classes, quota, strict=True):
+            members = np.flatnonzero(data.labels == c)
+            if q > len(members):
+                raise ValueError(f"class {c} has {len(members)} samples, a balanced subset needs {q}")
+            picks.append(rng.choice(members, size=q, replace=False))
+        idx = np.concatenate(picks)
+    idx = np.sort(idx)
+    return ImageData(
+        name=name or f"{data.name}[subset {size}]",
+        images=np.ascontiguousarray(data.images[idx]),
+        labels=None if data.labels is None else data.labels[idx],
+        num_classes=data.num_classes,
+    )
 
 
 def clear_dataset_cache() -> None:

@@ -388,3 +388,25 @@ def test_cifar_offline_error_is_clear(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torchvision.datasets, "CIFAR100", _offline)
     with pytest.raises(RuntimeError, match=r"needs internet access.*npz:<path>"):
         create_dataset("cifar100")
+
+
+def test_balanced_subset_option_is_seeded_and_balanced():
+    from coopt_flwr.datasets import create_dataset
+
+    a = create_dataset("digits?subset=200&subset-seed=3")
+    b = create_dataset("digits?subset=200&subset-seed=3")
+    c = create_dataset("digits?subset=200&subset-seed=4")
+    assert len(a) == 200 and a.images.dtype == np.uint8
+    np.testing.assert_array_equal(a.images, b.images)
+    assert not np.array_equal(a.labels, c.labels) or not np.array_equal(a.images, c.images)
+    counts = np.bincount(a.labels, minlength=10)
+    assert counts.max() - counts.min() <= 1
+
+
+def test_subset_option_errors():
+    from coopt_flwr.datasets import create_dataset
+
+    with pytest.raises(ValueError, match="subset size"):
+        create_dataset("digits?subset=999999")
+    with pytest.raises(ValueError, match="needs 'subset'"):
+        create_dataset("digits?subset-seed=2")
