@@ -228,7 +228,6 @@ class CoOptStrategy:
     def _uniformity_phase(self, grid: GridLike, round_: int, node_ids: list[int]) -> dict[int, NodeRecord]:
         records: dict[int, NodeRecord] = {}
         config = self._base_config(round_)
-        deadline = time.monotonic() + self.s.node_wait_timeout
         todo, expected = list(node_ids), 0
         while todo:
             msgs = {
@@ -246,8 +245,10 @@ class CoOptStrategy:
                     rec.status = "ok"
                 except (ReplyError, KeyError, TypeError, ValueError) as exc:
                     rec.fail("rejected", f"uniformity: {exc}")
-            # Nodes report how many partitions the federation has: wait for late joiners.
+            # Nodes report how many partitions the federation has: wait for late joiners
+            # (the wait starts after the exchange, which may take long on big shared sets).
             todo = []
+            deadline = time.monotonic() + self.s.node_wait_timeout
             while len(records) < expected and time.monotonic() < deadline:
                 todo = [int(n) for n in grid.get_node_ids() if int(n) not in records]
                 if todo:

@@ -170,3 +170,19 @@ def test_absent_partitions_shards_go_to_the_present_ones(tmp_path):
     np.testing.assert_array_equal(np.sort(np.concatenate(list(part.values()))), np.arange(1000))
     for p in (0, 2):
         assert set(full[p]) <= set(part[p])  # a present partition keeps its own shard
+
+
+def test_late_joiners_are_waited_for_and_queried(tmp_path):
+    settings = _settings(tmp_path, **{"min-nodes": 2})
+    grid = InProcessGrid(make_client_app({"priors": FAST_PRIORS}), 4)
+    all_nodes = list(grid.contexts)
+    calls = {"n": 0}
+
+    def staggered():  # two nodes at first, the other two register a few polls later
+        calls["n"] += 1
+        return all_nodes if calls["n"] > 12 else all_nodes[:2]
+
+    grid.get_node_ids = staggered
+    result = CoOptStrategy(settings, N_DIGITS, log=lambda s: None, poll_interval=0.01).run(grid)
+    assert len(result.summary["participants"]) == 4 and result.summary["complete"]
+    assert sorted(p for p, _ in grid.sent if _ == P.MSG_UNIFORMITY) == [0, 1, 2, 3]
