@@ -1,0 +1,382 @@
+"""Table 2 benchmark: CoOpt students versus six SSL baselines at an equal training budget.
+
+    python -m simulations.benchmark profile=cpu seed=0 output-dir=outputs/bench-0
+    python -m simulations.benchmark --multirun profile=cpu seed=0,1,2
+
+Steps (each timed and reported separately):
+
+1. **Data optimization**, the one-off cost: the CoOpt protocol runs through Flower's
+   simulation engine (K virtual participants, a named prior mix) over the seeded unlabeled
+   subset, and writes the merged targets. For comparison, one party embeds everything alone
+   with the anchor prior (``sequential_seconds``).
+2. **Student training** on the merged targets (cosine regression), one per CoOpt variant.
+3. **SSL baselines** (BYOL, SimCLR, MoCo v2, SimSiam, DINO, SwAV from lightly) on the same
+   student backbone and the same wall-clock budget.
+4. A linear probe on the frozen backbone at fixed training times gives accuracy against
+   training wall-clock curves; ``time_to_byol_final`` is the first probed time at which a
+   method reaches BYOL's final accuracy (probe points only, no interpolation).
+
+Writes ``results.json`` (the stable interface), ``results.csv``, ``curves.png`` and
+``table.md`` into the output folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from coopt_flwr.storage import write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF_PATH = str(ROOT / "conf")
+METHOD_ORDER = ("coopt", "byol", "simclr", "moco", "simsiam", "dino", "swav")
+
+
+# ---------------------------------------------------------------------------- reporting
+def time_to_reach(curve: Sequence[Sequence[float]], target: float) -> float | None:
+    """First probed training time at which accuracy ≥ ``target`` (None if never).
+
+    Parameters
+    ----------
+    curve
+        [(seconds, accuracy), ...] in increasing time.
+    target
+        Accuracy to reach, a fraction.
+    """
+    for seconds, acc in curve:
+        if acc >= target - 1e-12:
+            return float(seconds)
+    return None
+
+
+def times_to_byol_final(methods: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Time each method needs to reach BYOL's final accuracy (empty without BYOL)."""
+    if "byol" not in methods:
+        return {}
+    target = methods["byol"]["final_acc"]
+    return {name: time_to_reach(m["curve"], target) for name, m in methods.items()}
+
+
+def ordered(names: Sequence[str]) -> list[str]:
+    """CoOpt variants first, then the SSL methods in the paper's order."""
+    rank = {n: i for i, n in enumerate(METHOD_ORDER)}
+    return sorted(names, key=lambda n: (rank.get(n, 0.5 if n.startswith("coopt") else 99), n))
+
+
+def aggregate(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean and std over seeds of each method's final accuracy and training time."""
+    out: dict[str, dict[str, float]] = {}
+    names = ordered(sorted({n for r in results for n in r["methods"]}))
+    for name in names:
+        accs = [r["methods"][name]["final_acc"] for r in results if name in r["methods"]]
+        secs = [r["methods"][name]["train_seconds"] for r in results if name in r["methods"]]
+        ttb = [r.get("time_to_byol_final", {}).get(name) for r in results]
+        ttb = [t for t in ttb if t is not None]
+        out[name] = {
+            "acc_mean": float(np.mean(accs)),
+            "acc_std": float(np.std(accs)),
+            "seconds_mean": float(np.mean(secs)),
+            "seeds": len(accs),
+            "time_to_byol_final_mean": float(np.mean(ttb)) if ttb else float("nan"),
+        }
+    return out
+
+
+def markdown_table(results: Sequence[dict[str, Any]]) -> str:
+    """A Table 2-like Markdown table over one or more seeds' ``results.json``."""
+    agg = aggregate(results)
+    by_acc = sorted(agg, key=lambda n: agg[n]["acc_mean"], reverse=True)
+    lines = [
+        "| method | linear-probe acc (%) | training time (s) | time to BYOL's final acc (s) "
+        "| acc − second best (points) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in agg:
+        a = agg[name]
+        others = [agg[n]["acc_mean"] for n in by_acc if n != name]
+        gap = (a["acc_mean"] - max(others)) * 100 if others else float("nan")
+        ttb = a["time_to_byol_final_mean"]
+        lines.append(
+            f"| {name} | {100 * a['acc_mean']:.1f} ± {100 * a['acc_std']:.1f} | {a['seconds_mean']:.0f} "
+            f"| {'never' if np.isnan(ttb) else f'{ttb:.0f}'} | {gap:+.1f} |"
+        )
+    seeds = sorted({r["seed"] for r in results})
+    lines.append("")
+    lines.append(f"Seeds: {seeds}; profile: {results[0]['profile']}.")
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, result: dict[str, Any]) -> None:
+    """One row per (method, probe point)."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["profile", "seed", "method", "train_seconds_at_probe", "accuracy", "final_acc"])
+        for name in ordered(list(result["methods"])):
+            m = result["methods"][name]
+            for seconds, acc in m["curve"]:
+                w.writerow(
+                    [
+                        result["profile"],
+                        result["seed"],
+                        name,
+                        f"{seconds:.2f}",
+                        f"{acc:.4f}",
+                        f"{m['final_acc']:.4f}",
+                    ]
+                )
+
+
+def plot_curves(path: Path, result: dict[str, Any]) -> None:
+    """Linear-probe accuracy against training wall-clock time, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=130)
+    for name in ordered(list(result["methods"])):
+        curve = np.asarray(result["methods"][name]["curve"], dtype=float)
+        style = {"lw": 2.6} if name.startswith("coopt") else {"lw": 1.4, "ls": "--"}
+        ax.plot(curve[:, 0], 100 * curve[:, 1], marker="o", ms=3, label=name, **style)
+    if "byol" in result["methods"]:
+        ax.axhline(
+            100 * result["methods"]["byol"]["final_acc"], color="gray", lw=0.8, ls=":", label="BYOL final"
+        )
+    ax.set_xlabel("student training wall-clock time (s)")
+    ax.set_ylabel("linear-probe top-1 accuracy (%)")
+    ax.set_title(f"CoOpt vs SSL, profile {result['profile']}, seed {result['seed']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- running
+def _data_dir(cfg: DictConfig) -> Path:
+    d = Path(str(cfg.data_dir)).expanduser()
+    return d if d.is_absolute() else (ROOT / d).resolve()
+
+
+def _train_spec(cfg: DictConfig) -> str:
+    spec = f"npz:{_data_dir(cfg) / 'train.npz'}"
+    if cfg.data.subset is not None:
+        spec += f"?subset={int(cfg.data.subset)}&subset-seed={int(cfg.seed)}"
+    return spec
+
+
+def _train_config(cfg: DictConfig, overrides: dict[str, Any] | None = None):
+    from coopt_flwr.training import TrainConfig
+
+    t = dict(OmegaConf.to_container(cfg.train, resolve=True))  # type: ignore[arg-type]
+    t.update(overrides or {})
+    return TrainConfig(
+        epochs=t["epochs"],
+        time_budget_s=t["time_budget_s"],
+        batch_size=int(t["batch_size"]),
+        optimizer=str(t["optimizer"]),
+        lr=float(t["lr"]),
+        weight_decay=float(t["weight_decay"]),
+        warmup_frac=float(t["warmup_frac"]),
+        seed=int(cfg.seed),
+        device=str(cfg.device) or None,
+        eval_at_s=tuple(float(x) for x in cfg.eval_times_s),
+    )
+
+
+def run_protocol(cfg: DictConfig, name: str, mix: str, out: Path) -> dict[str, Any]:
+    """Run the CoOpt protocol through Flower for one variant; return its summary."""
+    from coopt_flwr.config import load_mix
+    from simulations.run import launch
+
+    run_config = {
+        "dataset": _train_spec(cfg),
+        "priors": ",".join(load_mix(mix)),
+        "shared-fraction": float(cfg.coopt.shared_fraction),
+        "target-dim": int(cfg.coopt.target_dim),
+        "seed": int(cfg.seed),
+        "min-nodes": int(cfg.coopt.participants),
+        "device": str(cfg.device),
+        "output-dir": str(out / f"protocol-{name}"),
+    }
+    start = time.perf_counter()
+    summary = launch(run_config, int(cfg.coopt.participants))
+    summary["wall_seconds"] = time.perf_counter() - start
+    if not summary["complete"]:
+        raise RuntimeError(f"{name}: the protocol left {len(summary['missing-ids'])} samples without targets")
+    return summary
+
+
+def sequential_embedding_seconds(cfg: DictConfig, prior_spec: str) -> float:
+    """Wall time for one party to embed the whole unlabeled set with one prior, alone."""
+    from coopt_flwr.datasets import create_dataset
+    from coopt_flwr.priors import create_prior
+
+    data = create_dataset(_train_spec(cfg))
+    prior = create_prior(prior_spec, seed=int(cfg.seed), device=str(cfg.device) or None)
+    start = time.perf_counter()
+    for s in range(0, len(data), 1024):
+        prior.embed(data.images[s : s + 1024], None if data.labels is None else data.labels[s : s + 1024])
+    return time.perf_counter() - start
+
+
+def memoized_probe(probe: Callable[[Any], float]) -> Callable[[Any], float]:
+    """Wrap a probe so a backbone with bit-identical weights is probed only once.
+
+    Every method starts from the same seeded backbone, so the t = 0 point of each curve is the
+    same measurement; the key is a hash of all parameters and buffers, so any training step
+    (which changes the weights) misses the cache.
+    """
+    import hashlib
+
+    import torch
+
+    cache: dict[str, float] = {}
+
+    def run(backbone: torch.nn.Module) -> float:
+        h = hashlib.sha256()
+        for t in list(backbone.state_dict().values()):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        key = h.hexdigest()
+        if key not in cache:
+            cache[key] = probe(backbone)
+        return cache[key]
+
+    return run
+
+
+def _method_record(res: Any) -> dict[str, Any]:
+    return {
+        "final_acc": float(res.final_acc),
+        "train_seconds": float(res.train_seconds),
+        "epochs": float(res.epochs),
+        "curve": [[float(t), float(a)] for t, a in res.curve],
+    }
+
+
+def run_benchmark(cfg: DictConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every method of the profile and write the results; returns ``results.json``."""
+    from coopt_flwr.datasets import create_dataset
+    from coopt_flwr.probe import LinearProbe
+    from coopt_flwr.ssl import create_ssl
+    from coopt_flwr.storage import load_optimized
+    from coopt_flwr.student import Student, create_backbone, train_student
+    from coopt_flwr.training import fit
+
+    out = Path(str(cfg["output-dir"])).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    seed = int(cfg.seed)
+    train = create_dataset(_train_spec(cfg))
+    test_spec = f"npz:{_data_dir(cfg) / 'test.npz'}"
+    if cfg.data.get("test_subset") is not None:
+        test_spec += f"?subset={int(cfg.data.test_subset)}&subset-seed={seed}"
+    test = create_dataset(test_spec)
+    if train.labels is None or test.labels is None:
+        raise ValueError("the benchmark needs labels for the linear probe (train and test)")
+    rng = np.random.default_rng([seed, 0x9B])
+    n_probe = min(int(cfg.data.probe_train), len(train))
+    probe_ids = np.sort(rng.choice(len(train), size=n_probe, replace=False))
+    probe = memoized_probe(
+        LinearProbe(
+            train.images[probe_ids],
+            train.labels[probe_ids],
+            test.images,
+            test.labels,
+            device=str(cfg.device) or None,
+        )
+    )
+    log(
+        f"[bench] profile {cfg.profile}, seed {seed}: {len(train)} unlabeled, {n_probe} probe-train, "
+        f"{len(test)} test images -> {out}"
+    )
+    results: dict[str, Any] = {
+        "profile": str(cfg.profile),
+        "seed": seed,
+        "methods": {},
+        "data_optimization": {},
+        "time_to_byol_final": {},
+    }
+
+    def new_backbone():
+        return create_backbone(str(cfg.student.arch), cifar_stem=bool(cfg.student.cifar_stem), seed=seed)
+
+    for variant, mix in cfg.coopt.variants.items():
+        log(f"[bench] {variant}: CoOpt protocol with mix {mix!r} over {cfg.coopt.participants} participants")
+        summary = run_protocol(cfg, str(variant), str(mix), out)
+        phases = summary["rounds"][-1]["phase-seconds"]
+        collaborative = sum(v for k, v in phases.items() if k != "wait-nodes")
+        record = {
+            "collaborative_seconds": collaborative,
+            "protocol_wall_seconds": summary["wall_seconds"],
+            "participants": int(cfg.coopt.participants),
+            "anchor": summary["anchor"],
+            "g_before": summary["g-before"],
+            "g_after": summary["g-after"],
+            "mix": str(mix),
+        }
+        if variant == "coopt":
+            record["sequential_seconds"] = sequential_embedding_seconds(cfg, summary["anchor"]["prior"])
+            results["data_optimization"] = record
+        else:
+            results.setdefault("variants_data_optimization", {})[str(variant)] = record
+        merged = load_optimized(out / f"protocol-{variant}")
+        targets = np.empty_like(merged["targets"])
+        targets[merged["ids"]] = merged["targets"]
+        backbone, dim = new_backbone()
+        student = Student(backbone, dim, targets.shape[1])
+        log(f"[bench] {variant}: training the student on {targets.shape} targets")
+        res = train_student(
+            student, train.images, targets, _train_config(cfg), evaluate=lambda b=backbone: probe(b)
+        )
+        results["methods"][str(variant)] = _method_record(res)
+        log(f"[bench] {variant}: final linear-probe accuracy {res.final_acc:.4f}")
+
+    image_size = int(train.images.shape[1])
+    for name in cfg.ssl.methods:
+        backbone, dim = new_backbone()
+        overrides = dict(cfg.ssl.overrides.get(name, {})) if cfg.ssl.overrides else {}
+        method = create_ssl(str(name), backbone, dim, image_size, seed=seed, **overrides)
+        log(f"[bench] {name}: SSL training")
+        res = fit(
+            method.step,
+            method.trainable_modules(),
+            train.images,
+            _train_config(cfg),
+            evaluate=lambda b=backbone: probe(b),
+            after_step=method.after_step,
+        )
+        results["methods"][str(name)] = _method_record(res)
+        log(f"[bench] {name}: final linear-probe accuracy {res.final_acc:.4f}")
+
+    results["time_to_byol_final"] = times_to_byol_final(results["methods"])
+    write_report(out, results)
+    return results
+
+
+def write_report(out: Path, results: dict[str, Any]) -> None:
+    """``results.json`` + ``results.csv`` + ``curves.png`` + ``table.md``."""
+    write_json(out / "results.json", results)
+    write_csv(out / "results.csv", results)
+    plot_curves(out / "curves.png", results)
+    (out / "table.md").write_text(markdown_table([results]) + "\n", encoding="utf-8")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="benchmark")
+def main(cfg: DictConfig) -> None:
+    os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+    results = run_benchmark(cfg)
+    print(markdown_table([results]))
+    print(json.dumps(results["data_optimization"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
