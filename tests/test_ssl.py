@@ -162,6 +162,7 @@ def test_views_have_the_multi_crop_shapes(digits):
         assert [tuple(v.shape) for v in views[2:]] == [(BATCH, 3, SIZE // 2, SIZE // 2)] * n_local
     (v0, v1) = make("byol").views(digits)
     assert v0.dtype == torch.float32 and v0.shape == (BATCH, 3, SIZE, SIZE)
+    assert v0.is_contiguous(memory_format=torch.channels_last)  # the fast layout for oneDNN convs
     assert not torch.equal(v0, v1)  # two different augmentations
     assert -2.5 < v0.mean().item() < 2.5  # normalized, not raw 0..255
 
