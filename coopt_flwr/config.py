@@ -35,7 +35,14 @@ DEFAULTS: dict[str, Any] = {
     "batch-size": 128,
     "device": "",
     "output-dir": "",
+    "data-mode": "platform",
+    "screen-max-residual": 1.0,
+    "screen-max-tv": 0.6,
+    "resume": True,
 }
+
+#: ``data-mode`` values: the platform owns D and assigns shards, or every node brings its own data.
+DATA_MODES = ("platform", "local")
 
 
 def load_mix(name: str, conf_dir: Path = CONF_DIR) -> list[str]:
@@ -71,6 +78,10 @@ class Settings:
     batch_size: int
     device: str
     output_dir: Path
+    data_mode: str = "platform"
+    screen_max_residual: float = 1.0
+    screen_max_tv: float = 0.6
+    resume: bool = True
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -101,6 +112,10 @@ class Settings:
             raise ValueError(f"max-reassign must be >= 0, got {c['max-reassign']}")
         if float(c["ridge"]) < 0:
             raise ValueError(f"ridge must be >= 0, got {c['ridge']}")
+        mode = str(c["data-mode"]).strip()
+        if mode not in DATA_MODES:
+            raise ValueError(f"data-mode must be one of {DATA_MODES}, got {mode!r}")
+        _positive(c, "screen-max-residual", "screen-max-tv")
         out = str(c["output-dir"]).strip()
         output_dir = Path(out) if out else Path("outputs") / time.strftime("%Y%m%d-%H%M%S")
         return cls(
@@ -120,11 +135,27 @@ class Settings:
             batch_size=int(c["batch-size"]),
             device=str(c["device"]),
             output_dir=output_dir.expanduser().resolve(),
+            data_mode=mode,
+            screen_max_residual=float(c["screen-max-residual"]),
+            screen_max_tv=float(c["screen-max-tv"]),
+            resume=_bool(c["resume"], "resume"),
         )
 
     def prior_for(self, partition_id: int) -> str:
         """The prior spec of a partition: the list is assigned round-robin."""
         return self.priors[partition_id % len(self.priors)]
+
+
+def _bool(value: Any, key: str) -> bool:
+    # A run-config from the command line may carry "true"/"false" as strings.
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{key} must be true or false, got {value!r}")
 
 
 def _positive(c: Mapping[str, Any], *keys: str) -> None:

@@ -95,6 +95,18 @@ class MergedTargets:
         self.participant[ids] = participant
         self.round[ids] = round_
 
+    def grow(self, num_samples: int) -> None:
+        """Extend to ``num_samples`` rows (new rows empty); local data mode registers samples late."""
+        extra = int(num_samples) - self.num_samples
+        if extra < 0:
+            raise ValueError(f"cannot shrink the merged set from {self.num_samples} to {num_samples}")
+        if extra == 0:
+            return
+        self.targets = np.concatenate([self.targets, np.full((extra, self.target_dim), np.nan, np.float32)])
+        self.participant = np.concatenate([self.participant, np.full(extra, -1, dtype=np.int64)])
+        self.round = np.concatenate([self.round, np.full(extra, -1, dtype=np.int64)])
+        self.num_samples = int(num_samples)
+
     @property
     def filled(self) -> np.ndarray:
         """bool (N,) samples that have a target."""
@@ -106,10 +118,13 @@ class MergedTargets:
 
     def tensors(self) -> dict[str, np.ndarray]:
         """The arrays written to ``optimized.safetensors`` (filled samples, ascending ids)."""
-        ids = np.flatnonzero(self.filled).astype(np.int64)
+        filled = self.filled
+        ids = np.flatnonzero(filled).astype(np.int64)
+        # A complete set is written from the buffer itself: no second copy of the largest array.
+        targets = self.targets if filled.all() else np.ascontiguousarray(self.targets[ids])
         return {
             "ids": ids,
-            "targets": np.ascontiguousarray(self.targets[ids]),
+            "targets": targets,
             "participant": self.participant[ids],
             "round": self.round[ids],
         }

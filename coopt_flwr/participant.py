@@ -131,6 +131,7 @@ class UniformityReport:
 
     shared_targets: np.ndarray  # float32 (|S|, n)
     uniformity: float  # V on the raw features ψ_k(S)
+    target_uniformity: float  # V on the projected targets W_k ψ_k(S), what the platform checks
     feature_dim: int
     cached: int
     seconds: float
@@ -145,13 +146,18 @@ def uniformity_report(
     cache: FeatureCache,
     progress: Progress | None = None,
 ) -> UniformityReport:
-    """Embed the shared set and project it: S_Y^(k) = W_k ψ_k(S_X)."""
+    """Embed the shared set and project it: S_Y^(k) = W_k ψ_k(S_X).
+
+    ``data`` holds S (the platform's D, or in local data mode the S images the platform sent)
+    and ``shared_ids`` index it.
+    """
     start = time.perf_counter()
     feats, cached = embed_ids(prior, data, shared_ids, cache, progress=progress)
     targets = project(feats, projection_matrix(prior.feature_dim, target_dim, seed))
     return UniformityReport(
         shared_targets=targets,
         uniformity=uniformity(feats),
+        target_uniformity=uniformity(targets),
         feature_dim=prior.feature_dim,
         cached=cached,
         seconds=time.perf_counter() - start,
@@ -182,8 +188,15 @@ def aligned_upload(
     ridge: float,
     cache: FeatureCache,
     progress: Progress | None = None,
+    shared_data: ImageData | None = None,
+    shared_cache: FeatureCache | None = None,
 ) -> AlignedUpload:
-    """Fit T_k on the shared set and apply it to the shard (the anchor keeps T = I)."""
+    """Fit T_k on the shared set and apply it to the shard (the anchor keeps T = I).
+
+    ``shard_ids`` index ``data``; ``shared_ids`` index ``shared_data`` (default ``data``),
+    whose features are cached in ``shared_cache`` (default ``cache``). In local data mode the
+    shard is the node's own data and S the images the platform sent, two different sources.
+    """
     start = time.perf_counter()
     if anchor_targets.shape != (len(shared_ids), target_dim):
         raise ValueError(
@@ -191,7 +204,13 @@ def aligned_upload(
             f"({len(shared_ids)}, {target_dim})"
         )
     w = projection_matrix(prior.feature_dim, target_dim, seed)
-    shared_feats, cached_s = embed_ids(prior, data, shared_ids, cache, progress=progress)
+    shared_feats, cached_s = embed_ids(
+        prior,
+        data if shared_data is None else shared_data,
+        shared_ids,
+        cache if shared_cache is None else shared_cache,
+        progress=progress,
+    )
     shard_feats, cached_d = embed_ids(prior, data, shard_ids, cache, progress=progress)
     source = project(shared_feats, w)
     if is_anchor:

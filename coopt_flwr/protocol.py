@@ -33,6 +33,8 @@ ANCHOR_TARGETS = "anchor-targets"  # float32 (|S|, n) W* ψ*(S)
 IDS = "ids"  # int64 (m,) ids of the uploaded targets
 TARGETS = "targets"  # float32 (m, n) aligned targets of the shard
 SHARED_ALIGNED = "shared-aligned"  # float32 (|S|, n) T_k W_k ψ_k(S)
+SHARED_IMAGES = "shared-images"  # uint8 (|S|, H, W, 3): S sent by the platform (local data mode)
+SHARED_LABELS = "shared-labels"  # int64 (|S|,): S labels, when the platform has them (local data mode)
 
 # ConfigRecord keys platform → node.
 ROUND = "round"
@@ -42,6 +44,7 @@ DATASET = "dataset"
 DATA_ROOT = "data-root"
 RIDGE = "ridge"
 IS_ANCHOR = "is-anchor"
+DATA_MODE = "data-mode"  # "platform" (ids index the platform's D) | "local" (ids index the node's data)
 
 # ConfigRecord keys node → platform.
 PARTITION_ID = "partition-id"
@@ -50,7 +53,15 @@ PRIOR = "prior"
 PRIOR_KIND = "prior-kind"
 FEATURE_DIM = "feature-dim"
 NUM_SAMPLES = "num-samples"
-REPORTED_UNIFORMITY = "reported-uniformity"
+REPORTED_UNIFORMITY = "reported-uniformity"  # V of the raw features ψ_k(S) (informative)
+REPORTED_TARGET_UNIFORMITY = "reported-target-uniformity"  # V of W_k ψ_k(S), checked by the platform
+NAME = "name"  # the participant's name: namespaces its sample ids in local data mode
 RESIDUAL = "residual"
 EMBED_SECONDS = "embed-seconds"
 CACHED = "cached"  # number of samples whose features came from the node's cache
+
+# Node config keys of a deployed SuperNode (``flower-supernode --node-config``).
+NODE_PRIOR = "prior"  # the node's prior spec
+NODE_DATA = "data"  # the node's own data-set spec (local data mode): npz:/path, folder:/path, ...
+NODE_NAME = "name"  # the participant's name (default partition-<id>)
+NODE_DATA_ROOT = "data-root"  # root for relative paths in the node's data spec

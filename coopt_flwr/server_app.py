@@ -20,9 +20,15 @@ def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         settings = Settings.from_config(context.run_config, overrides)
-        # The platform indexes D (it needs |D| for shards and the shared set), it does not embed it.
+        # The platform indexes D (it needs |D| for shards and the shared set), it does not embed
+        # it. In local data mode `dataset` is the platform's own set that S is drawn from and sent.
         data = create_dataset(settings.dataset, data_root=settings.data_root or None)
-        strategy = CoOptStrategy(settings, num_samples=len(data), log=lambda s: print(s, flush=True))
+        strategy = CoOptStrategy(
+            settings,
+            num_samples=len(data),
+            log=lambda s: print(s, flush=True),
+            shared_data=data if settings.data_mode == "local" else None,
+        )
         strategy.run(grid)
 
     return app

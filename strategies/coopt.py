@@ -4,28 +4,70 @@ Flower's built-in ``Strategy.start()`` is hard-wired to train → evaluate; CoOp
 steps, so this class is driven from the ServerApp's ``@app.main()`` and talks to the nodes
 through a :class:`flwr.serverapp.Grid` directly:
 
-    uniformity report → anchor choice + shard assignment → anchor broadcast / aligned upload
-    → merge (→ reassignment of shards whose owner failed) → write D' and the summary.
+    uniformity report → screening + anchor choice + shard assignment → anchor broadcast /
+    aligned upload → merge (→ reassignment of shards whose owner failed) → write D' and the
+    summary.
+
+Two data modes (run-config ``data-mode``):
+
+* ``platform``: the platform indexes D and assigns each participant a shard of ids; a
+  failed participant's shard is reassigned to the healthy ones in the same round.
+* ``local``: every node brings its own images (node config ``data``), which never leave it.
+  The platform draws S from its own small data set and sends the S images; each participant
+  uploads targets for all of its own samples, and the platform gives each participant name a
+  contiguous block of global ids (``id-namespace`` in the summary: name → offset, count), in
+  the order participants first appear, so ids stay stable across rounds. A failed
+  participant's samples cannot be reassigned (only it holds them): they are reported and
+  picked up when it answers in a later round.
+
+The platform checkpoints its state after every phase (``checkpoint.json`` plus a tensor
+file, both written atomically): a ServerApp restarted with the same ``output-dir`` resumes
+after the last finished phase and produces the same merged data set.
 """
 
 from __future__ import annotations
 
+import json
+import resource
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
 from coopt_flwr import protocol as P
+from coopt_flwr import screening
 from coopt_flwr.config import Settings
-from coopt_flwr.datasets import shared_subset
+from coopt_flwr.datasets import ImageData, shared_subset
 from coopt_flwr.inconsistency import inconsistency
 from coopt_flwr.merge import MergedTargets, ReplyError, check_ids, check_targets
 from coopt_flwr.report import format_summary
-from coopt_flwr.storage import OPTIMIZED_FILE, SUMMARY_FILE, write_json, write_tensors
+from coopt_flwr.storage import (
+    CHECKPOINT_FILE,
+    OPTIMIZED_FILE,
+    SUMMARY_FILE,
+    load_tensors,
+    write_json,
+    write_tensors,
+)
 from coopt_flwr.uniformity import uniformity
+
+CHECKPOINT_FORMAT = 1
+# Settings that must match for a checkpoint to be resumed (num-rounds may grow: more rounds).
+_FINGERPRINT_KEYS = (
+    "dataset",
+    "data_mode",
+    "priors",
+    "shared_fraction",
+    "target_dim",
+    "ridge",
+    "seed",
+    "screen_max_residual",
+    "screen_max_tv",
+)
 
 
 class GridLike(Protocol):
@@ -42,13 +84,15 @@ class NodeRecord:
 
     node_id: int
     partition_id: int = -1
+    name: str = ""
     prior: str = ""
     prior_kind: str = ""
     feature_dim: int = 0
     uniformity: float | None = None  # computed by the platform from the shared targets
     reported_uniformity: float | None = None  # the node's own claim, on raw features
     residual: float | None = None
-    samples: int = 0
+    data_samples: int = 0  # how many samples the node holds (its own data in local mode)
+    samples: int = 0  # how many targets of it were merged this round
     status: str = "pending"  # ok | rejected | failed
     reason: str = ""
     embed_seconds: float = 0.0
@@ -63,9 +107,23 @@ class NodeRecord:
             self.status, self.reason = status, reason
 
     def public(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k not in ("shared_targets", "shared_aligned")}
+        d = {k: v for k, v in asdict(self).items() if k not in _ARRAY_FIELDS}
         d["node_id"] = str(self.node_id)  # uint64: keep exact in JSON for any reader
         return d
+
+    @classmethod
+    def from_public(cls, d: dict[str, Any], arrays: dict[str, np.ndarray]) -> NodeRecord:
+        """Rebuild a record from :meth:`public` and its arrays (a checkpoint)."""
+        known = {f.name for f in fields(cls)} - set(_ARRAY_FIELDS)
+        rec = cls(**{k: v for k, v in d.items() if k in known} | {"node_id": int(d["node_id"])})
+        for name in _ARRAY_FIELDS:
+            key = f"{name}.{rec.node_id}"
+            if key in arrays:
+                setattr(rec, name, np.asarray(arrays[key]))
+        return rec
+
+
+_ARRAY_FIELDS = ("shared_targets", "shared_aligned")
 
 
 @dataclass
@@ -106,12 +164,16 @@ class CoOptStrategy:
     settings
         Validated run settings.
     num_samples
-        |D|, the size of the data set the platform indexes.
+        |D|, the size of the data set the platform indexes; in local data mode, the size of
+        the platform's own data set that S is drawn from.
     log
         Where progress lines go (``print`` in the ServerApp).
     poll_interval
         Seconds between pulls of replies (the platform side; Flower's own
         ``send_and_receive`` sleeps 3 s, which would dominate small rounds).
+    shared_data
+        The platform's data set; required in local data mode, where the S images are sent
+        to the participants.
     """
 
     def __init__(
@@ -120,28 +182,48 @@ class CoOptStrategy:
         num_samples: int,
         log: Callable[[str], None] = print,
         poll_interval: float = 0.1,
+        shared_data: ImageData | None = None,
     ) -> None:
         self.s = settings
+        self.local = settings.data_mode == "local"
         self.num_samples = num_samples
         self.log = log
         self.poll_interval = poll_interval
         self.shared_ids = shared_subset(num_samples, settings.shared_fraction, settings.seed)
-        self.merged = MergedTargets(num_samples, settings.target_dim)
-        self.num_partitions = 0  # the federation's size, as the nodes report it
         if len(self.shared_ids) < 2:
             raise ValueError("the shared set needs at least 2 samples")
+        self.shared_arrays: dict[str, np.ndarray] = {}
+        if self.local:
+            if shared_data is None or len(shared_data) != num_samples:
+                raise ValueError("local data mode: the platform needs its own data set to send S from")
+            self.shared_arrays[P.SHARED_IMAGES] = np.ascontiguousarray(shared_data.images[self.shared_ids])
+            if shared_data.labels is not None:
+                self.shared_arrays[P.SHARED_LABELS] = shared_data.labels[self.shared_ids]
+        # Local mode: the merged set grows as participants register their samples.
+        self.merged = MergedTargets(0 if self.local else num_samples, settings.target_dim)
+        self.namespace: dict[str, dict[str, int]] = {}  # local mode: name -> offset, count, partition
+        self.num_partitions = 0  # the federation's size, as the nodes report it
+        self.round_summaries: list[dict[str, Any]] = []
+        self._baseline_rss_mb = _current_rss_mb()
 
     # ------------------------------------------------------------------ transport
     def _exchange(
-        self, grid: GridLike, messages: dict[int, Message], timeout: float
-    ) -> tuple[dict[int, Message], dict[int, str]]:
-        """Push one message per node, pull replies until all arrive or ``timeout`` passes.
+        self,
+        grid: GridLike,
+        messages: dict[int, Message],
+        timeout: float,
+        on_reply: Callable[[int, Message], None],
+    ) -> dict[int, str]:
+        """Push one message per node and hand each reply to ``on_reply`` as it arrives.
+
+        Replies are processed (validated and merged) one at a time and then dropped, so the
+        platform never holds every participant's upload at once.
 
         Returns
         -------
-        tuple
-            Replies by node id, and a failure reason by node id for every node that sent
-            an error or nothing in time (never silently dropped).
+        dict
+            A failure reason by node id for every node that sent an error or nothing within
+            ``timeout`` (never silently dropped).
         """
         nodes = list(messages)
         msg_ids = list(grid.push_messages([messages[n] for n in nodes]))
@@ -149,7 +231,6 @@ class CoOptStrategy:
         failures = {
             n: "message could not be pushed" for mid, n in zip(msg_ids, nodes, strict=True) if not mid
         }
-        replies: dict[int, Message] = {}
         deadline = time.monotonic() + timeout
         wait = self.poll_interval
         step = next(iter(messages.values())).metadata.message_type if messages else "?"
@@ -168,13 +249,14 @@ class CoOptStrategy:
                 if reply.has_error():
                     failures[node] = _error_reason(reply)
                 else:
-                    replies[node] = reply
+                    on_reply(node, reply)
+                    wait = self.poll_interval
             if pending:
                 time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
                 wait = min(wait * 1.5, 1.0)
         for node in pending.values():
             failures[node] = f"no reply within {timeout:.0f} s"
-        return replies, failures
+        return failures
 
     def _message(
         self, node: int, kind: str, round_: int, config: dict[str, Any], arrays: dict[str, np.ndarray]
@@ -195,6 +277,7 @@ class CoOptStrategy:
             P.DATASET: self.s.dataset,
             P.DATA_ROOT: self.s.data_root,
             P.RIDGE: self.s.ridge,
+            P.DATA_MODE: self.s.data_mode,
         }
 
     # ------------------------------------------------------------------ nodes
@@ -228,23 +311,25 @@ class CoOptStrategy:
     def _uniformity_phase(self, grid: GridLike, round_: int, node_ids: list[int]) -> dict[int, NodeRecord]:
         records: dict[int, NodeRecord] = {}
         config = self._base_config(round_)
+        arrays = {P.SHARED_IDS: self.shared_ids, **self.shared_arrays}
         todo, expected = list(node_ids), 0
+
+        def on_reply(node: int, reply: Message) -> None:
+            nonlocal expected
+            rec = records[node]
+            try:
+                expected = max(expected, self._read_uniformity(rec, reply))
+                rec.status = "ok"
+            except (ReplyError, KeyError, TypeError, ValueError) as exc:
+                rec.fail("rejected", f"uniformity: {exc}")
+
         while todo:
-            msgs = {
-                n: self._message(n, P.MSG_UNIFORMITY, round_, config, {P.SHARED_IDS: self.shared_ids})
-                for n in todo
-            }
-            replies, failures = self._exchange(grid, msgs, self.s.step_timeout)
             for node in todo:
-                rec = records.setdefault(node, NodeRecord(node_id=node))
-                if node in failures:
-                    rec.fail("failed", f"uniformity: {failures[node]}")
-                    continue
-                try:
-                    expected = max(expected, self._read_uniformity(rec, replies[node]))
-                    rec.status = "ok"
-                except (ReplyError, KeyError, TypeError, ValueError) as exc:
-                    rec.fail("rejected", f"uniformity: {exc}")
+                records.setdefault(node, NodeRecord(node_id=node))
+            msgs = {n: self._message(n, P.MSG_UNIFORMITY, round_, config, arrays) for n in todo}
+            failures = self._exchange(grid, msgs, self.s.step_timeout, on_reply)
+            for node, reason in failures.items():
+                records[node].fail("failed", f"uniformity: {reason}")
             # Nodes report how many partitions the federation has: wait for late joiners
             # (the wait starts after the exchange, which may take long on big shared sets).
             todo = []
@@ -255,18 +340,10 @@ class CoOptStrategy:
                     break
                 time.sleep(0.5)
         self.num_partitions = max(expected, len(records))
-        seen: dict[int, int] = {}
-        for rec in sorted(records.values(), key=lambda r: r.node_id):
-            if rec.status != "ok":
-                continue
-            if rec.partition_id < 0 or rec.partition_id in seen:
-                rec.fail(
-                    "rejected",
-                    f"uniformity: partition id {rec.partition_id} is invalid or "
-                    f"already taken by node {seen.get(rec.partition_id)}",
-                )
-            else:
-                seen[rec.partition_id] = rec.node_id
+        self._check_identities(records)
+        self._screen_information(records)
+        if self.local:
+            self._register_samples(records)
         if len(records) < expected:
             self.log(
                 f"[coopt] warning: {len(records)} of {expected} participants answered; "
@@ -274,21 +351,87 @@ class CoOptStrategy:
             )
         return records
 
+    def _check_identities(self, records: dict[int, NodeRecord]) -> None:
+        """Partition ids (and names, in local mode) must be unique among accepted nodes."""
+        partitions: dict[int, int] = {}
+        names: dict[str, int] = {}
+        for rec in sorted(records.values(), key=lambda r: r.node_id):
+            if rec.status != "ok":
+                continue
+            if rec.partition_id < 0 or rec.partition_id in partitions:
+                rec.fail(
+                    "rejected",
+                    f"uniformity: partition id {rec.partition_id} is invalid or "
+                    f"already taken by node {partitions.get(rec.partition_id)}",
+                )
+            elif self.local and rec.name in names:
+                rec.fail(
+                    "rejected",
+                    f"uniformity: participant name {rec.name!r} already taken by node {names[rec.name]}",
+                )
+            else:
+                partitions[rec.partition_id] = rec.node_id
+                names[rec.name] = rec.node_id
+
+    def _screen_information(self, records: dict[int, NodeRecord]) -> None:
+        """Reject participants whose shared targets predict no other participant's (check 2)."""
+        ok = sorted((r for r in records.values() if r.status == "ok"), key=lambda r: r.partition_id)
+        reasons = {}
+        for rec in ok:
+            peers = [r.shared_targets for r in ok if r is not rec and r.shared_targets is not None]
+            reason = screening.check_information(
+                rec.shared_targets, peers, max_residual=self.s.screen_max_residual, seed=self.s.seed
+            )
+            if reason:
+                reasons[rec.node_id] = reason
+        # Decide on all before rejecting any: one noise participant must not change the peers
+        # the others were judged against.
+        for node, reason in reasons.items():
+            records[node].fail("rejected", f"uniformity: {reason}")
+
+    def _register_samples(self, records: dict[int, NodeRecord]) -> None:
+        """Local mode: give each new participant name a block of global ids (stable across rounds)."""
+        for rec in sorted(records.values(), key=lambda r: r.partition_id):
+            if rec.status != "ok":
+                continue
+            entry = self.namespace.get(rec.name)
+            if entry is None:
+                offset = self.merged.num_samples
+                self.namespace[rec.name] = {
+                    "offset": offset,
+                    "count": rec.data_samples,
+                    "partition": rec.partition_id,
+                }
+                self.merged.grow(offset + rec.data_samples)
+            elif entry["count"] != rec.data_samples:
+                rec.fail(
+                    "rejected",
+                    f"uniformity: participant {rec.name!r} now holds {rec.data_samples} samples, "
+                    f"{entry['count']} when it registered (its data changed; give it a new name)",
+                )
+
     def _read_uniformity(self, rec: NodeRecord, reply: Message) -> int:
         node = reply.content[P.NODE]
         arrays = reply.content[P.ARRAYS]
         rec.partition_id = int(node[P.PARTITION_ID])
+        rec.name = str(node.get(P.NAME, "")) or f"partition-{rec.partition_id}"
         rec.prior = str(node[P.PRIOR])
         rec.prior_kind = str(node[P.PRIOR_KIND])
         rec.feature_dim = int(node[P.FEATURE_DIM])
+        rec.data_samples = int(node[P.NUM_SAMPLES])
         rec.embed_seconds = float(node[P.EMBED_SECONDS])
         rec.cached = int(node[P.CACHED])
         rec.reported_uniformity = float(node[P.REPORTED_UNIFORMITY])
+        if self.local and rec.data_samples < 1:
+            raise ReplyError(f"the participant holds {rec.data_samples} samples")
         targets = check_targets(
             arrays[P.SHARED_TARGETS].numpy(), len(self.shared_ids), self.s.target_dim, "shared targets"
         )
         rec.shared_targets = targets
         rec.uniformity = uniformity(targets)  # the platform's own value, not the node's claim
+        reason = screening.check_claimed_uniformity(targets, float(node[P.REPORTED_TARGET_UNIFORMITY]))
+        if reason:
+            raise ReplyError(reason)
         return int(node[P.NUM_PARTITIONS])
 
     def assign_shards(self, partitions: list[int], num_partitions: int) -> dict[int, np.ndarray]:
@@ -328,39 +471,46 @@ class CoOptStrategy:
         self, grid: GridLike, round_: int, records: dict[int, NodeRecord], anchor: NodeRecord
     ) -> int:
         ok = sorted((r for r in records.values() if r.status == "ok"), key=lambda r: r.partition_id)
-        shards = self.assign_shards([r.partition_id for r in ok], self.num_partitions)
-        assignment = {r.node_id: shards[r.partition_id] for r in ok}
-        anchor_targets = anchor.shared_targets
+        if self.local:  # a participant's shard is all of its own data, in its own index space
+            assignment = {r.node_id: np.arange(r.data_samples, dtype=np.int64) for r in ok}
+        else:
+            shards = self.assign_shards([r.partition_id for r in ok], self.num_partitions)
+            assignment = {r.node_id: shards[r.partition_id] for r in ok}
         reassigned = 0
         for attempt in range(self.s.max_reassign + 1):
             msgs = {}
             for node, ids in assignment.items():
                 config = self._base_config(round_) | {P.IS_ANCHOR: node == anchor.node_id}
-                msgs[node] = self._message(
-                    node,
-                    P.MSG_ALIGN,
-                    round_,
-                    config,
-                    {
-                        P.SHARD_IDS: ids,
-                        P.SHARED_IDS: self.shared_ids,
-                        P.ANCHOR_TARGETS: anchor_targets,
-                    },
-                )
-            replies, failures = self._exchange(grid, msgs, self.s.step_timeout)
+                arrays = {
+                    P.SHARD_IDS: ids,
+                    P.SHARED_IDS: self.shared_ids,
+                    P.ANCHOR_TARGETS: anchor.shared_targets,
+                    **self.shared_arrays,
+                }
+                msgs[node] = self._message(node, P.MSG_ALIGN, round_, config, arrays)
             lost: list[np.ndarray] = []
-            for node, ids in assignment.items():
+
+            def on_reply(node: int, reply: Message, assignment=assignment, lost=lost) -> None:
                 rec = records[node]
                 try:
-                    if node in failures:
-                        raise ReplyError(failures[node])
-                    self._merge_reply(rec, replies[node], ids, round_)
+                    self._merge_reply(rec, reply, assignment[node], round_, anchor)
                 except (ReplyError, KeyError, TypeError, ValueError) as exc:
-                    rec.fail("failed" if node in failures else "rejected", f"align: {exc}")
-                    lost.append(ids)
+                    rec.fail("rejected", f"align: {exc}")
+                    lost.append(assignment[node])
+
+            failures = self._exchange(grid, msgs, self.s.step_timeout, on_reply)
+            for node, reason in failures.items():
+                records[node].fail("failed", f"align: {reason}")
+                lost.append(assignment[node])
             if not lost:
                 break
             lost_ids = np.sort(np.concatenate(lost))
+            if self.local:
+                self.log(
+                    f"[coopt] {len(lost_ids)} samples of failed or rejected participants stay with "
+                    "them (local data cannot be reassigned); they are picked up in a later round"
+                )
+                break
             healthy = sorted((r for r in records.values() if r.status == "ok"), key=lambda r: r.partition_id)
             if attempt == self.s.max_reassign or not healthy:
                 self.log(
@@ -378,7 +528,9 @@ class CoOptStrategy:
             assignment = {r.node_id: p for r, p in zip(healthy, parts, strict=True) if len(p)}
         return reassigned
 
-    def _merge_reply(self, rec: NodeRecord, reply: Message, assigned: np.ndarray, round_: int) -> None:
+    def _merge_reply(
+        self, rec: NodeRecord, reply: Message, assigned: np.ndarray, round_: int, anchor: NodeRecord
+    ) -> None:
         node, arrays = reply.content[P.NODE], reply.content[P.ARRAYS]
         ids = check_ids(arrays[P.IDS].numpy(), assigned, "aligned ids")
         targets = check_targets(arrays[P.TARGETS].numpy(), len(ids), self.s.target_dim, "aligned targets")
@@ -388,6 +540,24 @@ class CoOptStrategy:
         residual = float(node[P.RESIDUAL])
         if not np.isfinite(residual):
             raise ReplyError(f"residual {residual} is not finite")
+        reason = screening.check_alignment(
+            rec.shared_targets,
+            anchor.shared_targets,
+            shared_aligned,
+            residual,
+            ridge=self.s.ridge,
+            is_anchor=rec.node_id == anchor.node_id,
+        ) or screening.check_shard_distribution(
+            shared_aligned,
+            targets,
+            max_tv=self.s.screen_max_tv,
+            max_samples=self.s.g_max_samples,
+            seed=self.s.seed,
+        )
+        if reason:
+            raise ReplyError(reason)
+        if self.local:
+            ids = ids + self.namespace[rec.name]["offset"]
         self.merged.add(ids, targets, rec.partition_id, round_)
         rec.samples += len(ids)
         rec.residual = residual
@@ -397,38 +567,60 @@ class CoOptStrategy:
             rec.shared_aligned = shared_aligned
 
     # ------------------------------------------------------------------ rounds
-    def run_round(self, grid: GridLike, round_: int) -> RoundResult:
-        """One protocol round; updates the merged data set in place."""
-        phases: dict[str, float] = {}
-        t = time.perf_counter()
-        node_ids = self.wait_for_nodes(grid) if round_ == 1 else sorted(int(n) for n in grid.get_node_ids())
-        phases["wait-nodes"] = time.perf_counter() - t
-        self.log(
-            f"[coopt] round {round_}: {len(node_ids)} nodes, |D|={self.num_samples}, "
-            f"|S|={len(self.shared_ids)}, n={self.s.target_dim}"
-        )
+    def run_round(self, grid: GridLike, round_: int, resume: dict[str, Any] | None = None) -> RoundResult:
+        """One protocol round; updates the merged data set in place.
 
-        t = time.perf_counter()
-        records = self._uniformity_phase(grid, round_, node_ids)
-        phases["uniformity"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        ok = [r for r in records.values() if r.status == "ok"]
-        if not ok:
-            raise RuntimeError(
-                "no participant delivered a valid uniformity report: "
-                + "; ".join(f"{r.node_id}: {r.reason}" for r in records.values())
+        ``resume`` is the restored state of this round from a checkpoint: its finished phases
+        are skipped.
+        """
+        phases: dict[str, float] = dict(resume["phase-seconds"]) if resume else {}
+        if resume is None:
+            t = time.perf_counter()
+            first = round_ == 1 or not self.round_summaries
+            node_ids = self.wait_for_nodes(grid) if first else sorted(int(n) for n in grid.get_node_ids())
+            phases["wait-nodes"] = time.perf_counter() - t
+            self.log(
+                f"[coopt] round {round_}: {len(node_ids)} nodes, |S|={len(self.shared_ids)}, "
+                f"n={self.s.target_dim}, data mode {self.s.data_mode}"
             )
-        anchor = min(ok, key=lambda r: (r.uniformity, r.partition_id))
-        g_before = self._g([r.shared_targets for r in ok])
-        phases["anchor"] = time.perf_counter() - t
-        self.log(
-            f"[coopt] anchor: participant {anchor.partition_id} ({anchor.prior}), V={anchor.uniformity:.4f}"
-        )
+            t = time.perf_counter()
+            records = self._uniformity_phase(grid, round_, node_ids)
+            phases["uniformity"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        reassigned = self._align_phase(grid, round_, records, anchor)
-        phases["align"] = time.perf_counter() - t
+            t = time.perf_counter()
+            ok = [r for r in records.values() if r.status == "ok"]
+            if not ok:
+                raise RuntimeError(
+                    "no participant delivered a valid uniformity report: "
+                    + "; ".join(f"{r.node_id}: {r.reason}" for r in records.values())
+                )
+            anchor = min(ok, key=lambda r: (r.uniformity, r.partition_id))
+            g_before = self._g([r.shared_targets for r in ok])
+            phases["anchor"] = time.perf_counter() - t
+            self.log(
+                f"[coopt] anchor: participant {anchor.partition_id} ({anchor.prior}), "
+                f"V={anchor.uniformity:.4f}"
+            )
+            state = {"g-before": g_before, "reassigned": 0, "phase-seconds": phases}
+            self._save_checkpoint(round_, "uniformity", records, anchor, state)
+        else:
+            records, anchor = resume["records"], resume["anchor"]
+            state = {
+                "g-before": resume["g-before"],
+                "reassigned": resume["reassigned"],
+                "phase-seconds": phases,
+            }
+            g_before = state["g-before"]
+            self.log(f"[coopt] round {round_}: resumed after its {resume['phase']} phase")
+
+        if resume is None or resume["phase"] == "uniformity":
+            t = time.perf_counter()
+            for rec in records.values():  # a redone phase starts from nothing merged
+                rec.samples, rec.shared_aligned = 0, None
+            state["reassigned"] = self._align_phase(grid, round_, records, anchor)
+            phases["align"] = time.perf_counter() - t
+            state["phase-seconds"] = phases
+            self._save_checkpoint(round_, "align", records, anchor, state)
 
         t = time.perf_counter()
         aligned = [
@@ -446,7 +638,7 @@ class CoOptStrategy:
             g_after=g_after,
             phase_seconds=phases,
             missing=len(self.merged.missing_ids()),
-            reassigned=reassigned,
+            reassigned=int(state["reassigned"]),
         )
 
     def _g(self, targets: list[np.ndarray | None]) -> float | None:
@@ -456,56 +648,207 @@ class CoOptStrategy:
         return inconsistency(arrays, max_samples=self.s.g_max_samples, seed=self.s.seed)
 
     def run(self, grid: GridLike) -> RunResult:
-        """Run every round, writing D' and the summary after each one."""
+        """Run every round, writing D' and the summary after each one (resuming if asked)."""
         out = self.s.output_dir
         out.mkdir(parents=True, exist_ok=True)
         self.log(f"[coopt] output folder: {out}")
+        resume = self._load_checkpoint() if self.s.resume else None
+        start = 1
+        if resume is not None:
+            start = resume["round"] + (1 if resume["phase"] == "done" else 0)
+            if resume["phase"] == "done":
+                resume = None
+            if start > self.s.num_rounds:
+                self.log(f"[coopt] {out} already holds all {self.s.num_rounds} rounds; nothing to do")
+                summary = json.loads((out / SUMMARY_FILE).read_text())
+                return RunResult(rounds=[], output_dir=str(out), summary=summary)
         rounds: list[RoundResult] = []
         summary: dict[str, Any] = {}
-        for round_ in range(1, self.s.num_rounds + 1):
-            result = self.run_round(grid, round_)
+        for round_ in range(start, self.s.num_rounds + 1):
+            result = self.run_round(grid, round_, resume if round_ == start else None)
             t = time.perf_counter()
+            tensors = self.merged.tensors()
+            if self.local:
+                tensors["local-index"] = self._local_index(tensors["ids"])
             write_tensors(
                 out / OPTIMIZED_FILE,
-                self.merged.tensors(),
-                metadata={"target-dim": str(self.s.target_dim), "num-samples": str(self.num_samples)},
+                tensors,
+                metadata={"target-dim": str(self.s.target_dim), "num-samples": str(self.merged.num_samples)},
             )
+            del tensors
             result.phase_seconds["write"] = time.perf_counter() - t
             rounds.append(result)
-            summary = self._summary(rounds)
+            self.round_summaries.append(self._round_summary(result))
+            summary = self._summary(result)
             write_json(out / SUMMARY_FILE, summary)
+            self._save_checkpoint(round_, "done", {}, None, {})
             self.log(format_summary(summary))
         return RunResult(rounds=rounds, output_dir=str(out), summary=summary)
 
-    def _summary(self, rounds: list[RoundResult]) -> dict[str, Any]:
-        last = rounds[-1]
-        missing = self.merged.missing_ids()
+    def _local_index(self, ids: np.ndarray) -> np.ndarray:
+        """Each merged id's index in its participant's own data (local mode)."""
+        local = np.full(len(ids), -1, dtype=np.int64)
+        for entry in self.namespace.values():
+            lo, hi = entry["offset"], entry["offset"] + entry["count"]
+            sel = (ids >= lo) & (ids < hi)
+            local[sel] = ids[sel] - lo
+        return local
+
+    # ------------------------------------------------------------------ checkpoints
+    def _fingerprint(self) -> dict[str, Any]:
+        d = asdict(self.s)
+        return {k: (list(d[k]) if isinstance(d[k], tuple) else d[k]) for k in _FINGERPRINT_KEYS}
+
+    def _save_checkpoint(
+        self,
+        round_: int,
+        phase: str,
+        records: dict[int, NodeRecord],
+        anchor: NodeRecord | None,
+        state: dict[str, Any],
+    ) -> None:
+        """Persist the platform's state after a phase: tensors first, then the JSON naming them.
+
+        The JSON is replaced last and atomically, so a crash at any point leaves a consistent
+        checkpoint (the previous one, or the new one).
+        """
+        out = self.s.output_dir
+        tensor_file = f"checkpoint-r{round_}-{phase}.safetensors"
+        arrays: dict[str, np.ndarray] = {
+            "merged.targets": self.merged.targets,
+            "merged.participant": self.merged.participant,
+            "merged.round": self.merged.round,
+        }
+        for rec in records.values():
+            for name in _ARRAY_FIELDS:
+                value = getattr(rec, name)
+                if value is not None:
+                    arrays[f"{name}.{rec.node_id}"] = value
+        write_tensors(out / tensor_file, arrays)
+        previous = self._checkpoint_json()
+        write_json(
+            out / CHECKPOINT_FILE,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "fingerprint": self._fingerprint(),
+                "round": round_,
+                "phase": phase,
+                "tensors": tensor_file,
+                "anchor-node": None if anchor is None else str(anchor.node_id),
+                "records": [r.public() for r in records.values()],
+                "state": {k: v for k, v in state.items() if k != "phase-seconds"},
+                "phase-seconds": state.get("phase-seconds", {}),
+                "namespace": self.namespace,
+                "num-partitions": self.num_partitions,
+                "round-summaries": self.round_summaries,
+            },
+        )
+        if previous and previous.get("tensors") not in (None, tensor_file):
+            (out / previous["tensors"]).unlink(missing_ok=True)
+
+    def _checkpoint_json(self) -> dict[str, Any] | None:
+        path = self.s.output_dir / CHECKPOINT_FILE
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"{path} is not a readable checkpoint ({exc}); move it away to start afresh"
+            ) from exc
+
+    def _load_checkpoint(self) -> dict[str, Any] | None:
+        """Restore the state of the last finished phase; ``None`` when there is no checkpoint.
+
+        Raises
+        ------
+        ValueError
+            The checkpoint belongs to a run with other settings, or is unreadable.
+        """
+        ck = self._checkpoint_json()
+        if ck is None:
+            return None
+        if ck.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {ck.get('format')} is not {CHECKPOINT_FORMAT}")
+        mine = self._fingerprint()
+        differ = sorted(k for k in mine if ck["fingerprint"].get(k) != mine[k])
+        if differ:
+            raise ValueError(
+                f"{self.s.output_dir} holds a checkpoint of a run with other settings ({', '.join(differ)}); "
+                "use another output-dir, or resume=false to start afresh there"
+            )
+        arrays = load_tensors(self.s.output_dir / ck["tensors"])
+        self.merged.grow(len(arrays["merged.participant"]))
+        self.merged.targets[:] = arrays.pop("merged.targets")
+        self.merged.participant[:] = arrays.pop("merged.participant")
+        self.merged.round[:] = arrays.pop("merged.round")
+        self.namespace = {k: {kk: int(vv) for kk, vv in v.items()} for k, v in ck["namespace"].items()}
+        self.num_partitions = int(ck["num-partitions"])
+        self.round_summaries = list(ck["round-summaries"])
+        records = {int(d["node_id"]): NodeRecord.from_public(d, arrays) for d in ck["records"]}
+        anchor = records.get(int(ck["anchor-node"])) if ck["anchor-node"] is not None else None
+        self.log(
+            f"[coopt] resuming from {self.s.output_dir / CHECKPOINT_FILE}: "
+            f"round {ck['round']}, after its {ck['phase']} phase"
+        )
         return {
-            "num-samples": self.num_samples,
+            "round": int(ck["round"]),
+            "phase": ck["phase"],
+            "records": records,
+            "anchor": anchor,
+            "phase-seconds": ck["phase-seconds"],
+            **ck["state"],
+        }
+
+    # ------------------------------------------------------------------ summary
+    def _round_summary(self, r: RoundResult) -> dict[str, Any]:
+        return {
+            "round": r.round,
+            "anchor-partition": r.anchor_partition,
+            "anchor-prior": r.anchor_prior,
+            "g-before": r.g_before,
+            "g-after": r.g_after,
+            "phase-seconds": r.phase_seconds,
+            "missing": r.missing,
+            "reassigned": r.reassigned,
+            "participants": [n.public() for n in r.nodes],
+        }
+
+    def _summary(self, last: RoundResult) -> dict[str, Any]:
+        missing = self.merged.missing_ids()
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        merged_mb = self.merged.targets.nbytes / 2**20
+        summary = {
+            "num-samples": self.merged.num_samples,
             "shared-samples": len(self.shared_ids),
             "target-dim": self.s.target_dim,
+            "data-mode": self.s.data_mode,
             "complete": bool(len(missing) == 0),
             "missing-ids": missing.tolist(),
             "anchor": {"partition": last.anchor_partition, "prior": last.anchor_prior},
             "g-before": last.g_before,
             "g-after": last.g_after,
             "participants": [r.public() for r in last.nodes],
-            "rounds": [
-                {
-                    "round": r.round,
-                    "anchor-partition": r.anchor_partition,
-                    "anchor-prior": r.anchor_prior,
-                    "g-before": r.g_before,
-                    "g-after": r.g_after,
-                    "phase-seconds": r.phase_seconds,
-                    "missing": r.missing,
-                    "reassigned": r.reassigned,
-                    "participants": [n.public() for n in r.nodes],
-                }
-                for r in rounds
-            ],
+            "rounds": self.round_summaries,
+            "platform-memory-mb": {
+                "baseline": round(self._baseline_rss_mb, 1),
+                "peak": round(peak_mb, 1),
+                "merged-targets": round(merged_mb, 1),
+            },
             "config": {
                 k: (str(v) if not isinstance(v, (int, float, str, bool, list, tuple)) else v)
                 for k, v in asdict(self.s).items()
             },
         }
+        if self.local:
+            summary["id-namespace"] = self.namespace
+        return summary
+
+
+def _current_rss_mb() -> float:
+    """Resident memory of this process now, in MiB (0 where /proc is not available)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * resource.getpagesize() / 2**20

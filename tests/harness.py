@@ -27,6 +27,7 @@ class InProcessGrid:
         run_config: dict | None = None,
         fault: Fault | None = None,
         first_node_id: int = 2**63 + 11,  # uint64 ids above int64 range, as Flower issues them
+        node_configs: dict[int, dict] | None = None,  # extra node config by partition (deployment keys)
     ) -> None:
         TaskIdentity.run_id = 7
         TaskIdentity.node_id = SERVER_NODE_ID
@@ -37,7 +38,11 @@ class InProcessGrid:
             first_node_id + 97 * p: Context(
                 run_id=7,
                 node_id=first_node_id + 97 * p,
-                node_config={"partition-id": p, "num-partitions": num_nodes},
+                node_config={
+                    "partition-id": p,
+                    "num-partitions": num_nodes,
+                    **(node_configs or {}).get(p, {}),
+                },
                 state=RecordDict(),
                 run_config=dict(run_config or {}),
             )

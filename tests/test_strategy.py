@@ -6,13 +6,15 @@ import json
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from harness import InProcessGrid
 
 from coopt_flwr import protocol as P
 from coopt_flwr.client_app import make_client_app
 from coopt_flwr.config import Settings
+from coopt_flwr.datasets import create_dataset
 from coopt_flwr.storage import load_optimized
+from coopt_flwr.uniformity import uniformity
 from strategies.coopt import CoOptStrategy
 
 FAST_PRIORS = "timm:resnet10t?size=16,weak:resnet10t?size=16,human,efficientnet_lite0?size=32"
@@ -186,3 +188,229 @@ def test_late_joiners_are_waited_for_and_queried(tmp_path):
     result = CoOptStrategy(settings, N_DIGITS, log=lambda s: None, poll_interval=0.01).run(grid)
     assert len(result.summary["participants"]) == 4 and result.summary["complete"]
     assert sorted(p for p, _ in grid.sent if _ == P.MSG_UNIFORMITY) == [0, 1, 2, 3]
+
+
+# ------------------------------------------------------------------ hostile participants
+def _replace_reply(partition: int, kind: str, change):
+    """A fault that rewrites one participant's reply: change(node: dict, arrays: dict) in place."""
+
+    def fault(p, message_type, request, reply):
+        if p != partition or message_type != kind or reply.has_error():
+            return reply
+        node = dict(reply.content[P.NODE])
+        arrays = {k: v.numpy() for k, v in reply.content[P.ARRAYS].items()}
+        change(node, arrays)
+        content = RecordDict(
+            {
+                P.NODE: ConfigRecord(node),
+                P.ARRAYS: ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}),
+            }
+        )
+        return Message(content=content, reply_to=request)
+
+    return fault
+
+
+def _noise_participant(node, arrays):
+    # Noise is perfectly uniform: without screening it would win the anchor choice. It also
+    # reports the true uniformity of what it sends, so only the information check can catch it.
+    noise = np.random.default_rng(0).normal(size=arrays[P.SHARED_TARGETS].shape).astype(np.float32)
+    arrays[P.SHARED_TARGETS] = noise
+    node[P.REPORTED_TARGET_UNIFORMITY] = uniformity(noise)
+
+
+def test_noise_participant_is_rejected_before_it_can_become_the_anchor(tmp_path):
+    result, _, _ = _run(tmp_path, fault=_replace_reply(1, P.MSG_UNIFORMITY, _noise_participant))
+    summary = result.summary
+    bad = next(p for p in summary["participants"] if p["partition_id"] == 1)
+    assert bad["status"] == "rejected" and "no information" in bad["reason"]
+    assert bad["uniformity"] < min(p["uniformity"] for p in summary["participants"] if p["partition_id"] != 1)
+    assert summary["anchor"]["partition"] != 1 and summary["complete"]
+
+
+def test_false_uniformity_claim_is_rejected(tmp_path):
+    def lie(node, arrays):
+        node[P.REPORTED_TARGET_UNIFORMITY] = float(node[P.REPORTED_TARGET_UNIFORMITY]) - 1.0
+
+    result, _, _ = _run(tmp_path, fault=_replace_reply(0, P.MSG_UNIFORMITY, lie))
+    bad = next(p for p in result.summary["participants"] if p["partition_id"] == 0)
+    assert bad["status"] == "rejected" and "claimed uniformity" in bad["reason"]
+
+
+@pytest.mark.parametrize(
+    "attack,reason",
+    [
+        ("noise-shard", "possible poisoning"),
+        ("fake-shared-aligned", "not the alignment"),
+        ("lower-residual", "claimed alignment residual"),
+    ],
+)
+def test_poisoned_upload_is_rejected_and_its_shard_reassigned(tmp_path, attack, reason):
+    def poison(node, arrays):
+        rng = np.random.default_rng(1)
+        if attack == "noise-shard":
+            arrays[P.TARGETS] = rng.normal(size=arrays[P.TARGETS].shape).astype(np.float32) * 3
+        elif attack == "fake-shared-aligned":
+            arrays[P.SHARED_ALIGNED] = arrays[P.SHARED_ALIGNED][::-1].copy()
+        else:
+            node[P.RESIDUAL] = float(node[P.RESIDUAL]) * 0.5
+
+    result, _, settings = _run(tmp_path, fault=_replace_reply(0, P.MSG_ALIGN, poison))
+    summary = result.summary
+    bad = next(p for p in summary["participants"] if p["partition_id"] == 0)
+    assert bad["status"] == "rejected" and reason in bad["reason"], bad["reason"]
+    assert summary["complete"] and summary["rounds"][0]["reassigned"] > 0
+    assert 0 not in set(load_optimized(settings.output_dir)["participant"].tolist())
+
+
+# ------------------------------------------------------------------ local data mode
+def _local_data(tmp_path, sizes):
+    """Each participant's own npz (disjoint slices of digits, different sizes)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = (np.repeat(d.images[..., None], 3, axis=-1) * (255 / 16)).astype(np.uint8)
+    paths, start = {}, 0
+    for p, n in enumerate(sizes):
+        path = tmp_path / f"node{p}.npz"
+        np.savez(path, x=images[start : start + n], y=d.target[start : start + n])
+        paths[p], start = path, start + n
+    return paths
+
+
+def test_local_data_mode_namespaces_ids_per_participant(tmp_path):
+    sizes = [300, 250, 410, 200]
+    paths = _local_data(tmp_path, sizes)
+    names = ["hospital-a", "lab-b", "clinic-c", "uni-d"]
+    node_configs = {p: {P.NODE_DATA: f"npz:{paths[p]}", P.NODE_NAME: names[p]} for p in range(4)}
+    settings = _settings(tmp_path, **{"data-mode": "local", "dataset": "digits", "shared-fraction": 0.1})
+    grid = InProcessGrid(make_client_app({"priors": FAST_PRIORS}), 4, node_configs=node_configs)
+    result = CoOptStrategy(
+        settings, N_DIGITS, log=lambda s: None, poll_interval=0.01, shared_data=create_dataset("digits")
+    ).run(grid)
+    summary = result.summary
+    assert summary["complete"] and summary["num-samples"] == sum(sizes)
+    space = summary["id-namespace"]
+    assert [space[n]["count"] for n in names] == sizes
+    assert [space[n]["offset"] for n in names] == [0, 300, 550, 960]
+    out = load_optimized(settings.output_dir)
+    np.testing.assert_array_equal(out["ids"], np.arange(sum(sizes)))
+    for p, name in enumerate(names):
+        rows = out["participant"] == p
+        np.testing.assert_array_equal(out["local-index"][rows], np.arange(sizes[p]))
+        np.testing.assert_array_equal(out["ids"][rows] - space[name]["offset"], np.arange(sizes[p]))
+    # the platform sent the S images itself; no node was told the platform's data set ids to load
+    assert all(p["status"] == "ok" for p in summary["participants"])
+
+
+def test_local_data_mode_keeps_a_failed_participants_block_for_a_later_round(tmp_path):
+    sizes = [300, 250, 410]
+    paths = _local_data(tmp_path, sizes)
+    node_configs = {p: {P.NODE_DATA: f"npz:{paths[p]}"} for p in range(3)}
+    calls = {"align": 0}
+
+    def fails_first_align(p, kind, request, reply):
+        if p == 2 and kind == P.MSG_ALIGN:
+            calls["align"] += 1
+            if calls["align"] == 1:
+                return None  # silent in round 1
+        return reply
+
+    settings = _settings(
+        tmp_path,
+        **{
+            "data-mode": "local",
+            "num-rounds": 2,
+            "step-timeout": 1.0,
+            "priors": "timm:resnet10t?size=16,weak:resnet10t?size=16,human",
+        },
+    )
+    grid = InProcessGrid(
+        make_client_app({"priors": settings.priors and ",".join(settings.priors)}),
+        3,
+        fault=fails_first_align,
+        node_configs=node_configs,
+    )
+    result = CoOptStrategy(
+        settings, N_DIGITS, log=lambda s: None, poll_interval=0.01, shared_data=create_dataset("digits")
+    ).run(grid)
+    first, second = result.summary["rounds"]
+    assert first["missing"] == 410 and second["missing"] == 0
+    bad = next(p for p in first["participants"] if p["partition_id"] == 2)
+    assert bad["status"] == "failed" and "no reply" in bad["reason"]
+    assert result.summary["complete"]
+    out = load_optimized(settings.output_dir)
+    assert np.all(out["round"][out["participant"] == 2] == 2)
+
+
+def test_local_data_mode_without_node_data_fails_that_node_with_a_clear_reason(tmp_path):
+    settings = _settings(tmp_path, **{"data-mode": "local"})
+    grid = InProcessGrid(make_client_app({"priors": FAST_PRIORS}), 2)
+    with pytest.raises(RuntimeError, match="no node config key 'data'"):
+        CoOptStrategy(
+            settings, N_DIGITS, log=lambda s: None, poll_interval=0.01, shared_data=create_dataset("digits")
+        ).run(grid)
+
+
+# ------------------------------------------------------------------ checkpoints and resume
+class _Killed(BaseException):
+    """Stands in for SIGKILL of the ServerApp: nothing after it runs."""
+
+
+def test_resume_after_a_kill_mid_round_gives_the_same_merged_set(tmp_path):
+    reference, _, ref_settings = _run(tmp_path / "ref")
+    ref = load_optimized(ref_settings.output_dir)
+
+    def killed_during_align(p, kind, request, reply):
+        if kind == P.MSG_ALIGN and p == 2:
+            raise _Killed
+        return reply
+
+    settings = _settings(tmp_path / "run")
+    app = make_client_app({"priors": FAST_PRIORS})
+    with pytest.raises(_Killed):
+        CoOptStrategy(settings, N_DIGITS, log=lambda s: None, poll_interval=0.01).run(
+            InProcessGrid(app, 4, fault=killed_during_align)
+        )
+    ck = json.loads((settings.output_dir / "checkpoint.json").read_text())
+    assert ck["phase"] == "uniformity" and ck["round"] == 1
+    grid = InProcessGrid(app, 4)
+    logs = []
+    result = CoOptStrategy(settings, N_DIGITS, log=logs.append, poll_interval=0.01).run(grid)
+    assert [t for _, t in grid.sent] == [P.MSG_ALIGN] * 4  # the uniformity phase was not redone
+    assert any("resum" in line for line in logs)
+    out = load_optimized(settings.output_dir)
+    for key in ("ids", "targets", "participant", "round"):
+        np.testing.assert_array_equal(out[key], ref[key])
+    assert result.summary["anchor"] == reference.summary["anchor"]
+    assert result.summary["g-after"] == reference.summary["g-after"]
+    # only the files of the last checkpoint are kept
+    assert sorted(p.name for p in settings.output_dir.glob("checkpoint*")) == [
+        "checkpoint-r1-done.safetensors",
+        "checkpoint.json",
+    ]
+    # a finished run is not redone
+    again = InProcessGrid(app, 4)
+    CoOptStrategy(settings, N_DIGITS, log=lambda s: None, poll_interval=0.01).run(again)
+    assert again.sent == []
+
+
+def test_more_rounds_continue_a_finished_run(tmp_path):
+    _run(tmp_path)
+    settings = _settings(tmp_path, **{"num-rounds": 2})
+    grid = InProcessGrid(make_client_app({"priors": FAST_PRIORS}), 4)
+    result = CoOptStrategy(settings, N_DIGITS, log=lambda s: None, poll_interval=0.01).run(grid)
+    assert [r["round"] for r in result.summary["rounds"]] == [1, 2]
+    assert np.all(load_optimized(settings.output_dir)["round"] == 2)
+
+
+def test_checkpoint_of_other_settings_is_refused_by_name(tmp_path):
+    _run(tmp_path)
+    settings = _settings(tmp_path, **{"target-dim": 16})
+    with pytest.raises(ValueError, match="target_dim"):
+        CoOptStrategy(settings, N_DIGITS, log=lambda s: None).run(InProcessGrid(make_client_app({}), 4))
+    fresh = _settings(tmp_path, **{"target-dim": 16, "resume": False})
+    grid = InProcessGrid(make_client_app({"priors": FAST_PRIORS}), 4)
+    assert (
+        CoOptStrategy(fresh, N_DIGITS, log=lambda s: None, poll_interval=0.01).run(grid).summary["complete"]
+    )
