@@ -204,6 +204,7 @@ class CoOptStrategy:
         self.namespace: dict[str, dict[str, int]] = {}  # local mode: name -> offset, count, partition
         self.num_partitions = 0  # the federation's size, as the nodes report it
         self.round_summaries: list[dict[str, Any]] = []
+        self.resumes: list[dict[str, Any]] = []  # where each restart picked up the run
         self._baseline_rss_mb = _current_rss_mb()
 
     # ------------------------------------------------------------------ transport
@@ -741,6 +742,7 @@ class CoOptStrategy:
                 "namespace": self.namespace,
                 "num-partitions": self.num_partitions,
                 "round-summaries": self.round_summaries,
+                "resumes": self.resumes,
             },
         )
         if previous and previous.get("tensors") not in (None, tensor_file):
@@ -785,6 +787,7 @@ class CoOptStrategy:
         self.namespace = {k: {kk: int(vv) for kk, vv in v.items()} for k, v in ck["namespace"].items()}
         self.num_partitions = int(ck["num-partitions"])
         self.round_summaries = list(ck["round-summaries"])
+        self.resumes = [*ck.get("resumes", []), {"round": int(ck["round"]), "after-phase": ck["phase"]}]
         records = {int(d["node_id"]): NodeRecord.from_public(d, arrays) for d in ck["records"]}
         anchor = records.get(int(ck["anchor-node"])) if ck["anchor-node"] is not None else None
         self.log(
@@ -830,6 +833,7 @@ class CoOptStrategy:
             "g-after": last.g_after,
             "participants": [r.public() for r in last.nodes],
             "rounds": self.round_summaries,
+            "resumes": self.resumes,
             "platform-memory-mb": {
                 "baseline": round(self._baseline_rss_mb, 1),
                 "peak": round(peak_mb, 1),

@@ -379,6 +379,7 @@ def test_resume_after_a_kill_mid_round_gives_the_same_merged_set(tmp_path):
     result = CoOptStrategy(settings, N_DIGITS, log=logs.append, poll_interval=0.01).run(grid)
     assert [t for _, t in grid.sent] == [P.MSG_ALIGN] * 4  # the uniformity phase was not redone
     assert any("resum" in line for line in logs)
+    assert result.summary["resumes"] == [{"round": 1, "after-phase": "uniformity"}]
     out = load_optimized(settings.output_dir)
     for key in ("ids", "targets", "participant", "round"):
         np.testing.assert_array_equal(out[key], ref[key])
