@@ -10,6 +10,10 @@ One round:
    the anchor's shared-set targets (the anchor-target broadcast).
    Reply: the aligned targets of its shard (the aligned-target upload).
 4. merge on the platform.
+
+Continuous optimization: each participant holds an evolution path of priors; both messages
+carry the stage of every partition (``stages``), decided by the platform at the start of each
+round, and the node embeds with the prior of its own stage and echoes it.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ DATASET = "dataset"
 DATA_ROOT = "data-root"
 RIDGE = "ridge"
 IS_ANCHOR = "is-anchor"
+STAGES = "stages"  # list[int] evolution stage of every partition, indexed by partition id
 
 # ConfigRecord keys node → platform.
 PARTITION_ID = "partition-id"
@@ -54,3 +59,5 @@ REPORTED_UNIFORMITY = "reported-uniformity"
 RESIDUAL = "residual"
 EMBED_SECONDS = "embed-seconds"
 CACHED = "cached"  # number of samples whose features came from the node's cache
+STAGE = "stage"  # the evolution stage whose prior the node used
+NUM_STAGES = "num-stages"  # length of the node's evolution path

@@ -4,14 +4,22 @@ Flower's built-in ``Strategy.start()`` is hard-wired to train → evaluate; CoOp
 steps, so this class is driven from the ServerApp's ``@app.main()`` and talks to the nodes
 through a :class:`flwr.serverapp.Grid` directly:
 
-    uniformity report → anchor choice + shard assignment → anchor broadcast / aligned upload
-    → merge (→ reassignment of shards whose owner failed) → write D' and the summary.
+    (upgrades) → uniformity report → anchor choice + shard assignment → anchor broadcast /
+    aligned upload → merge (→ reassignment of shards whose owner failed) → write D' and the
+    summary.
+
+Continuous optimization: from round 2 on, a seeded draw (:func:`coopt_flwr.evolution.choose_upgrades`)
+moves about ``upgrade-fraction`` of the participants one stage along their evolution path of
+priors; every message carries the stage of every partition, so an upgraded participant embeds
+with its new prior while the others reuse their cached features. Uniformity is re-reported,
+the anchor re-chosen and every participant re-aligned each round; the merged set keeps one
+target per sample, overwritten in place, with the round and stage that produced it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -21,6 +29,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from coopt_flwr import protocol as P
 from coopt_flwr.config import Settings
 from coopt_flwr.datasets import shared_subset
+from coopt_flwr.evolution import choose_upgrades
 from coopt_flwr.inconsistency import inconsistency
 from coopt_flwr.merge import MergedTargets, ReplyError, check_ids, check_targets
 from coopt_flwr.report import format_summary
@@ -54,6 +63,8 @@ class NodeRecord:
     embed_seconds: float = 0.0
     align_seconds: float = 0.0
     cached: int = 0
+    stage: int = 0  # evolution stage of the prior used this round
+    num_stages: int = 1  # length of the participant's evolution path
     shared_targets: np.ndarray | None = field(default=None, repr=False)
     shared_aligned: np.ndarray | None = field(default=None, repr=False)
 
@@ -81,6 +92,8 @@ class RoundResult:
     phase_seconds: dict[str, float]
     missing: int
     reassigned: int
+    upgraded: list[int] = field(default_factory=list)  # partitions that upgraded this round
+    metrics: dict[str, Any] = field(default_factory=dict)  # what the round hook reported
 
 
 @dataclass
@@ -90,6 +103,11 @@ class RunResult:
     rounds: list[RoundResult]
     output_dir: str
     summary: dict[str, Any]
+
+
+RoundHook = Callable[[RoundResult, MergedTargets], Mapping[str, Any] | None]
+"""Called after each round with its result and the merged set (already written to disk);
+what it returns is recorded as the round's ``metrics`` in the summary."""
 
 
 def _error_reason(reply: Message) -> str:
@@ -112,6 +130,8 @@ class CoOptStrategy:
     poll_interval
         Seconds between pulls of replies (the platform side; Flower's own
         ``send_and_receive`` sleeps 3 s, which would dominate small rounds).
+    on_round
+        Optional :data:`RoundHook`, e.g. to measure the quality of the merged targets.
     """
 
     def __init__(
@@ -120,14 +140,19 @@ class CoOptStrategy:
         num_samples: int,
         log: Callable[[str], None] = print,
         poll_interval: float = 0.1,
+        on_round: RoundHook | None = None,
     ) -> None:
         self.s = settings
         self.num_samples = num_samples
         self.log = log
         self.poll_interval = poll_interval
+        self.on_round = on_round
         self.shared_ids = shared_subset(num_samples, settings.shared_fraction, settings.seed)
         self.merged = MergedTargets(num_samples, settings.target_dim)
         self.num_partitions = 0  # the federation's size, as the nodes report it
+        self.stages: dict[int, int] = {}  # partition -> evolution stage it uses this round
+        self.path_lengths: dict[int, int] = {}  # partition -> stages of its path (as reported)
+        self.node_partitions: dict[int, int] = {}  # node id -> partition it last reported
         if len(self.shared_ids) < 2:
             raise ValueError("the shared set needs at least 2 samples")
 
@@ -195,7 +220,28 @@ class CoOptStrategy:
             P.DATASET: self.s.dataset,
             P.DATA_ROOT: self.s.data_root,
             P.RIDGE: self.s.ridge,
+            P.STAGES: self.stage_table(),
         }
+
+    def stage_table(self) -> list[int]:
+        """Evolution stage of every partition, indexed by partition id (0 where unknown)."""
+        size = max([self.num_partitions, *(p + 1 for p in self.stages)])
+        return [int(self.stages.get(p, 0)) for p in range(size)]
+
+    def upgrade(self, round_: int) -> list[int]:
+        """Draw this round's upgrades and move those partitions one stage along their path.
+
+        Returns
+        -------
+        list of int
+            The partitions that upgraded (sorted; empty in round 1).
+        """
+        upgraded = choose_upgrades(
+            self.stages, self.path_lengths, self.s.upgrade_fraction, self.s.seed, round_
+        )
+        for p in upgraded:
+            self.stages[p] += 1
+        return upgraded
 
     # ------------------------------------------------------------------ nodes
     def wait_for_nodes(self, grid: GridLike, settle: float = 1.0) -> list[int]:
@@ -236,7 +282,10 @@ class CoOptStrategy:
             }
             replies, failures = self._exchange(grid, msgs, self.s.step_timeout)
             for node in todo:
-                rec = records.setdefault(node, NodeRecord(node_id=node))
+                # A node that fails keeps the partition it reported before (for the summary).
+                rec = records.setdefault(
+                    node, NodeRecord(node_id=node, partition_id=self.node_partitions.get(node, -1))
+                )
                 if node in failures:
                     rec.fail("failed", f"uniformity: {failures[node]}")
                     continue
@@ -267,6 +316,10 @@ class CoOptStrategy:
                 )
             else:
                 seen[rec.partition_id] = rec.node_id
+                self.node_partitions[rec.node_id] = rec.partition_id
+                # What the platform knows of each path decides who may upgrade next round.
+                self.stages[rec.partition_id] = rec.stage
+                self.path_lengths[rec.partition_id] = rec.num_stages
         if len(records) < expected:
             self.log(
                 f"[coopt] warning: {len(records)} of {expected} participants answered; "
@@ -278,6 +331,15 @@ class CoOptStrategy:
         node = reply.content[P.NODE]
         arrays = reply.content[P.ARRAYS]
         rec.partition_id = int(node[P.PARTITION_ID])
+        # A node without evolution support reports neither: one prior, stage 0.
+        rec.stage = int(node[P.STAGE]) if P.STAGE in node else 0
+        rec.num_stages = int(node[P.NUM_STAGES]) if P.NUM_STAGES in node else 1
+        asked = self.stages.get(rec.partition_id, 0)
+        if rec.stage != asked or not 0 <= rec.stage < rec.num_stages:
+            raise ReplyError(
+                f"used evolution stage {rec.stage} of a {rec.num_stages}-stage path, "
+                f"the platform asked for stage {asked}"
+            )
         rec.prior = str(node[P.PRIOR])
         rec.prior_kind = str(node[P.PRIOR_KIND])
         rec.feature_dim = int(node[P.FEATURE_DIM])
@@ -388,7 +450,10 @@ class CoOptStrategy:
         residual = float(node[P.RESIDUAL])
         if not np.isfinite(residual):
             raise ReplyError(f"residual {residual} is not finite")
-        self.merged.add(ids, targets, rec.partition_id, round_)
+        stage = int(node[P.STAGE]) if P.STAGE in node else 0
+        if stage != rec.stage:
+            raise ReplyError(f"aligned with evolution stage {stage}, reported uniformity with {rec.stage}")
+        self.merged.add(ids, targets, rec.partition_id, round_, stage=rec.stage)
         rec.samples += len(ids)
         rec.residual = residual
         rec.align_seconds += float(node[P.EMBED_SECONDS])
@@ -403,9 +468,11 @@ class CoOptStrategy:
         t = time.perf_counter()
         node_ids = self.wait_for_nodes(grid) if round_ == 1 else sorted(int(n) for n in grid.get_node_ids())
         phases["wait-nodes"] = time.perf_counter() - t
+        upgraded = self.upgrade(round_)
         self.log(
             f"[coopt] round {round_}: {len(node_ids)} nodes, |D|={self.num_samples}, "
             f"|S|={len(self.shared_ids)}, n={self.s.target_dim}"
+            + (f", upgrading partitions {upgraded}" if upgraded else "")
         )
 
         t = time.perf_counter()
@@ -447,6 +514,7 @@ class CoOptStrategy:
             phase_seconds=phases,
             missing=len(self.merged.missing_ids()),
             reassigned=reassigned,
+            upgraded=upgraded,
         )
 
     def _g(self, targets: list[np.ndarray | None]) -> float | None:
@@ -471,6 +539,10 @@ class CoOptStrategy:
                 metadata={"target-dim": str(self.s.target_dim), "num-samples": str(self.num_samples)},
             )
             result.phase_seconds["write"] = time.perf_counter() - t
+            if self.on_round is not None:
+                t = time.perf_counter()
+                result.metrics = dict(self.on_round(result, self.merged) or {})
+                result.phase_seconds["hook"] = time.perf_counter() - t
             rounds.append(result)
             summary = self._summary(rounds)
             write_json(out / SUMMARY_FILE, summary)
@@ -500,6 +572,8 @@ class CoOptStrategy:
                     "phase-seconds": r.phase_seconds,
                     "missing": r.missing,
                     "reassigned": r.reassigned,
+                    "upgraded": r.upgraded,
+                    "metrics": r.metrics,
                     "participants": [n.public() for n in r.nodes],
                 }
                 for r in rounds
