@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,57 @@ def student_accuracy(
         f"{record['epochs']:.1f} epochs ({time.perf_counter() - start:.0f} s)"
     )
     return record
+
+
+@dataclass(frozen=True)
+class ProbeSets:
+    """Labeled images of a linear probe: uint8 (N, H, W, 3) / int64 (N,) train and test parts."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+    def probe(self, device: str | None) -> Any:
+        """``probe(backbone) -> accuracy`` on these sets (:func:`make_probe`)."""
+        return make_probe(self.train_images, self.train_labels, self.test_images, self.test_labels, device)
+
+
+def probe_sets(
+    data: Any,
+    test_spec: str | None,
+    data_dir: str | Path | None,
+    seed: int,
+    test_fraction: float,
+    max_train: int | None,
+    max_test: int | None,
+) -> ProbeSets:
+    """Probe sets for a labeled data set: a seeded part of it to train the probe, and the
+    test set ``test_spec`` (capped, seeded) or, without one, the held-out rest of ``data``."""
+    from coopt_flwr.datasets import create_dataset
+    from coopt_flwr.quality import probe_split
+
+    if data.labels is None:
+        raise ValueError(f"{data.name}: a linear probe needs labels")
+    split = probe_split(len(data), test_fraction, seed, max_train=max_train, max_test=max_test)
+    if test_spec is None:
+        return ProbeSets(
+            data.images[split.train],
+            data.labels[split.train],
+            data.images[split.test],
+            data.labels[split.test],
+        )
+    test = create_dataset(dataset_spec(test_spec, data_dir))
+    if test.labels is None:
+        raise ValueError(f"{test_spec}: the probe's test set needs labels")
+    ids = np.arange(len(test))
+    if max_test is not None and max_test < len(test):
+        ids = np.sort(
+            np.random.default_rng([int(seed), 0x7E5]).choice(len(test), size=int(max_test), replace=False)
+        )
+    train = np.union1d(split.train, split.test)  # all of data is probe-train material here
+    if max_train is not None and max_train < len(train):
+        train = np.sort(
+            np.random.default_rng([int(seed), 0x7A1]).choice(train, size=int(max_train), replace=False)
+        )
+    return ProbeSets(data.images[train], data.labels[train], test.images[ids], test.labels[ids])
