@@ -28,7 +28,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
 from coopt_flwr import protocol as P
 from coopt_flwr.config import Settings
-from coopt_flwr.datasets import shared_subset
+from coopt_flwr.datasets import shard_split, shared_subset
 from coopt_flwr.evolution import choose_upgrades
 from coopt_flwr.inconsistency import inconsistency
 from coopt_flwr.merge import MergedTargets, ReplyError, check_ids, check_targets
@@ -375,8 +375,7 @@ class CoOptStrategy:
         if not partitions:
             raise ValueError("no partitions to assign shards to")
         num_partitions = max(num_partitions, max(partitions) + 1)
-        rng = np.random.default_rng([self.s.seed, 0xC0])
-        parts = np.array_split(rng.permutation(self.num_samples).astype(np.int64), num_partitions)
+        parts = shard_split(self.num_samples, num_partitions, self.s.seed)
         present = sorted(partitions)
         absent = [p for p in range(num_partitions) if p not in set(present)]
         shards = {p: parts[p] for p in present}
