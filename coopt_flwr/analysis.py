@@ -130,7 +130,12 @@ class Merged:
     anchor : int or None
         Index of the anchor prior, None without alignment.
     g_before, g_after : float or None
-        G on the shared set before and after alignment (None for one prior).
+        G on the shared set before and after alignment (None for one prior), as the platform
+        measures it.
+    g_eval : float or None
+        G after alignment on a fixed evaluation set of samples (``eval_ids``), the same images
+        for every participant: comparable across shared-set sizes, unlike G on S itself,
+        where a small S is both fitted and measured (None without ``eval_ids``).
     residuals : list of float
         Relative alignment residual of each prior on the shared set (0 for the anchor and
         without alignment).
@@ -145,6 +150,7 @@ class Merged:
     g_before: float | None
     g_after: float | None
     residuals: list[float] = field(default_factory=list)
+    g_eval: float | None = None
     shared_targets: list[np.ndarray] = field(default_factory=list, repr=False)
 
 
@@ -158,6 +164,7 @@ def merge_targets(
     seed: int = 0,
     ridge: float = 1e-3,
     g_max_samples: int = 512,
+    eval_ids: np.ndarray | None = None,
 ) -> Merged:
     """Replay one protocol round: shards, uniformity, anchor, alignment, merge, G.
 
@@ -176,6 +183,9 @@ def merge_targets(
         The run seed (shards and the G estimate).
     ridge, g_max_samples
         As the run-config keys ``ridge`` and ``g-max-samples``.
+    eval_ids
+        Optional int64 sample ids on which to measure ``g_eval`` (every prior's aligned targets
+        of these same samples).
     """
     k = len(embedded)
     if k == 0 or len(projected) != k:
@@ -204,6 +214,16 @@ def merge_targets(
     uploaded = [fit.apply(s) for fit, s in zip(fits, shared, strict=True)]
     g_before = inconsistency(shared, max_samples=g_max_samples, seed=seed) if k > 1 else None
     g_after = inconsistency(uploaded, max_samples=g_max_samples, seed=seed) if k > 1 else None
+    g_eval = None
+    if eval_ids is not None and k > 1:
+        eval_ids = np.asarray(eval_ids, dtype=np.int64)
+        for e in embedded:
+            e.rows(eval_ids)  # raises if the evaluation set was not embedded
+        on_eval = [
+            fit.apply(p[np.searchsorted(e.ids, eval_ids)])
+            for e, p, fit in zip(embedded, projected, fits, strict=True)
+        ]
+        g_eval = inconsistency(on_eval, max_samples=g_max_samples, seed=seed)
     return Merged(
         targets=targets,
         participant=participant,
@@ -212,5 +232,6 @@ def merge_targets(
         g_before=g_before,
         g_after=g_after,
         residuals=[float(f.residual) for f in fits],
+        g_eval=g_eval,
         shared_targets=uploaded,
     )
