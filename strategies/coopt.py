@@ -479,7 +479,9 @@ class CoOptStrategy:
         phases["uniformity"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        ok = [r for r in records.values() if r.status == "ok"]
+        # In partition order: node ids are random per run, and G's pairwise estimate (k-NN
+        # ties, seeded subsampling per pair) must not depend on them.
+        ok = sorted((r for r in records.values() if r.status == "ok"), key=lambda r: r.partition_id)
         if not ok:
             raise RuntimeError(
                 "no participant delivered a valid uniformity report: "
@@ -497,9 +499,7 @@ class CoOptStrategy:
         phases["align"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        aligned = [
-            r.shared_aligned for r in records.values() if r.status == "ok" and r.shared_aligned is not None
-        ]
+        aligned = [r.shared_aligned for r in ok if r.status == "ok" and r.shared_aligned is not None]
         g_after = self._g(aligned)
         phases["merge"] = time.perf_counter() - t
         nodes = sorted(records.values(), key=lambda r: (r.partition_id < 0, r.partition_id, r.node_id))
