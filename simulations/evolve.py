@@ -194,8 +194,8 @@ def run_evolution(cfg: DictConfig, log: Callable[[str], None] = print) -> list[d
     )
     student_probe = _student_probe(cfg, data, split) if cfg.student.enabled else None
     title = (
-        f"Continuous optimization: {cfg.profile}, {cfg.participants} participants, "
-        f"{float(cfg.upgrade_fraction):.0%} upgrade per round"
+        f"Continuous optimization on {cfg.data.train} ({len(data)} images): {cfg.participants} "
+        f"participants, {float(cfg.upgrade_fraction):.0%} upgrade per round"
     )
     entries: list[dict[str, Any]] = []
     clock = {"t": time.perf_counter()}
