@@ -2,17 +2,23 @@
 
 Which prior a participant holds comes from, in order: the node config key ``prior`` (a real
 deployment), else the run-config list ``priors`` / ``prior-mix`` indexed by ``partition-id``
-(a simulation, whose virtual nodes cannot carry custom node config).
+(a simulation, whose virtual nodes cannot carry custom node config). Either may be an evolution
+path ``"a > b > c"``; the platform's message says which stage of it to use this round.
 
 In local data mode (run-config ``data-mode="local"``) the node's images come from its node
 config key ``data`` (a data-set spec: ``npz:/path``, ``folder:/path`` ...) and never leave
 the node; the shared set S arrives as images in the platform's messages.
+
+Features are cached in the node's ``context.state`` under the spec of the prior that made them:
+a node that upgrades drops its old features and embeds afresh, a node that keeps its prior
+reuses them round after round.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,6 +28,7 @@ from flwr.clientapp import ClientApp
 from coopt_flwr import protocol as P
 from coopt_flwr.config import Settings
 from coopt_flwr.datasets import ImageData, create_dataset
+from coopt_flwr.evolution import parse_path
 from coopt_flwr.participant import FeatureCache, aligned_upload, uniformity_report
 from coopt_flwr.priors import create_prior
 
@@ -32,12 +39,33 @@ _CACHE_META = "coopt-feature-cache-meta"
 # local data mode (their ids index that small set, not the node's data).
 
 
-def _prior_spec(settings: Settings, context: Context) -> tuple[int, int, str]:
+@dataclass(frozen=True)
+class _Identity:
+    """Who this node is in the protocol and which prior it uses this round."""
+
+    partition: int
+    num_partitions: int
+    path: tuple[str, ...]
+    stage: int
+
+    @property
+    def spec(self) -> str:
+        return self.path[self.stage]
+
+
+def _identity(settings: Settings, context: Context, config: ConfigRecord) -> _Identity:
     cfg = context.node_config
     partition = int(cfg.get("partition-id", 0))
     num_partitions = int(cfg.get("num-partitions", 1))
-    spec = str(cfg[P.NODE_PRIOR]) if P.NODE_PRIOR in cfg else settings.prior_for(partition)
-    return partition, num_partitions, spec
+    path = parse_path(str(cfg[P.NODE_PRIOR])) if P.NODE_PRIOR in cfg else settings.path_for(partition)
+    stages = list(config[P.STAGES]) if P.STAGES in config else []
+    stage = int(stages[partition]) if partition < len(stages) else 0
+    if not 0 <= stage < len(path):
+        raise ValueError(
+            f"the platform asks partition {partition} for evolution stage {stage}, "
+            f"its path has {len(path)} stage(s): {path}"
+        )
+    return _Identity(partition, num_partitions, path, stage)
 
 
 def _load_cache(context: Context, spec: str, source: str = "data") -> FeatureCache:
@@ -110,10 +138,10 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
     """Build the ClientApp; ``overrides`` stand in for the run-config (programmatic launches)."""
     app = ClientApp()
 
-    def setup(msg: Message, context: Context) -> tuple[Settings, int, int, Any, Any, str]:
+    def setup(msg: Message, context: Context) -> tuple[_Identity, Any, Any, str]:
         settings = Settings.from_config(context.run_config, overrides)
-        partition, num_partitions, spec = _prior_spec(settings, context)
         config = msg.content[P.CONFIG]
+        who = _identity(settings, context, config)
         seed = int(config[P.SEED])
         mode = str(config.get(P.DATA_MODE, "platform"))
         if mode == "local":
@@ -123,18 +151,22 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         # Each participant's random-init prior gets its own seed: the same spec on two
         # partitions means two different home-made models, as in a real federation.
         prior = create_prior(
-            spec, seed=seed + partition, batch_size=settings.batch_size, device=settings.device or None
+            who.spec,
+            seed=seed + who.partition,
+            batch_size=settings.batch_size,
+            device=settings.device or None,
         )
-        return settings, partition, num_partitions, data, prior, mode
+        return who, data, prior, mode
 
     @app.query(P.ACTION_UNIFORMITY)
     def report_uniformity(msg: Message, context: Context) -> Message:
-        _settings, partition, num_partitions, data, prior, mode = setup(msg, context)
+        who, data, prior, mode = setup(msg, context)
+        partition = who.partition
         config, arrays = msg.content[P.CONFIG], msg.content[P.ARRAYS]
         shared_ids = arrays[P.SHARED_IDS].numpy()
         source = "shared" if mode == "local" else "data"
         shared = _shared_data(arrays) if mode == "local" else data
-        cache = _load_cache(context, prior.spec, source)
+        cache = _load_cache(context, who.spec, source)
         rep = uniformity_report(
             prior,
             shared,
@@ -147,7 +179,9 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         _store_cache(context, cache, source)
         node = {
             P.PARTITION_ID: partition,
-            P.NUM_PARTITIONS: num_partitions,
+            P.NUM_PARTITIONS: who.num_partitions,
+            P.STAGE: who.stage,
+            P.NUM_STAGES: len(who.path),
             P.PRIOR: prior.spec,
             P.PRIOR_KIND: prior.kind,
             P.FEATURE_DIM: prior.feature_dim,
@@ -162,16 +196,16 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
 
     @app.train(P.ACTION_ALIGN)
     def align(msg: Message, context: Context) -> Message:
-        _settings, partition, _num_partitions, data, prior, mode = setup(msg, context)
+        who, data, prior, mode = setup(msg, context)
         config, arrays = msg.content[P.CONFIG], msg.content[P.ARRAYS]
         shard_ids = arrays[P.SHARD_IDS].numpy()
         if len(shard_ids) and (shard_ids.min() < 0 or shard_ids.max() >= len(data)):
             raise ValueError(f"shard ids outside this node's {len(data)} samples")
         shared_ids = arrays[P.SHARED_IDS].numpy()
-        cache = _load_cache(context, prior.spec, "data")
+        cache = _load_cache(context, who.spec, "data")
         shared, shared_cache = data, cache
         if mode == "local":
-            shared, shared_cache = _shared_data(arrays), _load_cache(context, prior.spec, "shared")
+            shared, shared_cache = _shared_data(arrays), _load_cache(context, who.spec, "shared")
             shared_ids = np.arange(len(shared_ids))
         up = aligned_upload(
             prior,
@@ -184,7 +218,7 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
             seed=int(config[P.SEED]),
             ridge=float(config[P.RIDGE]),
             cache=cache,
-            progress=_progress(partition, "align"),
+            progress=_progress(who.partition, "align"),
             shared_data=shared,
             shared_cache=shared_cache,
         )
@@ -192,7 +226,8 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         if mode == "local":
             _store_cache(context, shared_cache, "shared")
         node = {
-            P.PARTITION_ID: partition,
+            P.PARTITION_ID: who.partition,
+            P.STAGE: who.stage,
             P.RESIDUAL: up.residual,
             P.EMBED_SECONDS: up.seconds,
             P.CACHED: up.cached,

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from coopt_flwr.evolution import format_path, parse_path
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 DEFAULTS: dict[str, Any] = {
@@ -39,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "screen-max-residual": 1.0,
     "screen-max-tv": 0.6,
     "resume": True,
+    "upgrade-fraction": 0.2,
 }
 
 #: ``data-mode`` values: the platform owns D and assigns shards, or every node brings its own data.
@@ -46,21 +49,41 @@ DATA_MODES = ("platform", "local")
 
 
 def load_mix(name: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    """Prior specs of a named mix, ``conf/mix/<name>.yaml`` with a ``priors:`` list."""
+    """Prior specs of a named mix, ``conf/mix/<name>.yaml`` with a ``priors:`` list.
+
+    An entry is a spec string, an evolution path string ``"a > b"``, or a list of specs (an
+    evolution path, returned joined as ``"a > b"``).
+    """
     path = conf_dir / "mix" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (conf_dir / "mix").glob("*.yaml"))
         raise ValueError(f"unknown prior mix {name!r} (no {path}); known mixes: {known}")
     data = yaml.safe_load(path.read_text())
     priors = data.get("priors") if isinstance(data, dict) else None
-    if not isinstance(priors, list) or not priors or not all(isinstance(p, str) for p in priors):
-        raise ValueError(f"{path} must hold a non-empty list of prior spec strings under 'priors'")
-    return priors
+
+    def entry(p: object) -> str | None:
+        if isinstance(p, str):
+            return p
+        if isinstance(p, list) and p and all(isinstance(s, str) for s in p):
+            return format_path(p)
+        return None
+
+    entries = [entry(p) for p in priors] if isinstance(priors, list) else []
+    if not entries or any(e is None for e in entries):
+        raise ValueError(
+            f"{path} must hold a non-empty list of prior spec strings (or lists of specs, "
+            "evolution paths) under 'priors'"
+        )
+    return [e for e in entries if e is not None]
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Validated run settings (see :data:`DEFAULTS` for the keys)."""
+    """Validated run settings (see :data:`DEFAULTS` for the keys).
+
+    ``priors`` holds the configured entries as given, each a prior spec or an evolution path
+    ``"a > b > c"`` (:mod:`coopt_flwr.evolution`); ``paths`` the same entries split into stages.
+    """
 
     num_rounds: int
     dataset: str
@@ -78,6 +101,8 @@ class Settings:
     batch_size: int
     device: str
     output_dir: Path
+    upgrade_fraction: float
+    paths: tuple[tuple[str, ...], ...]
     data_mode: str = "platform"
     screen_max_residual: float = 1.0
     screen_max_tv: float = 0.6
@@ -103,6 +128,10 @@ class Settings:
         priors = load_mix(mix) if mix else [p.strip() for p in str(c["priors"]).split(",") if p.strip()]
         if not priors:
             raise ValueError("run-config 'priors' is empty and no 'prior-mix' is named")
+        paths = tuple(parse_path(p) for p in priors)
+        upgrade_fraction = float(c["upgrade-fraction"])
+        if not 0.0 <= upgrade_fraction <= 1.0:
+            raise ValueError(f"upgrade-fraction must lie in [0, 1], got {upgrade_fraction}")
         fraction = float(c["shared-fraction"])
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"shared-fraction must lie in (0, 1), got {fraction}")
@@ -139,11 +168,26 @@ class Settings:
             screen_max_residual=float(c["screen-max-residual"]),
             screen_max_tv=float(c["screen-max-tv"]),
             resume=_bool(c["resume"], "resume"),
+            upgrade_fraction=upgrade_fraction,
+            paths=paths,
         )
 
-    def prior_for(self, partition_id: int) -> str:
-        """The prior spec of a partition: the list is assigned round-robin."""
-        return self.priors[partition_id % len(self.priors)]
+    def path_for(self, partition_id: int) -> tuple[str, ...]:
+        """The evolution path of a partition: the list is assigned round-robin."""
+        return self.paths[partition_id % len(self.paths)]
+
+    def prior_for(self, partition_id: int, stage: int = 0) -> str:
+        """The prior spec of a partition at an evolution stage (0 = its first prior).
+
+        Raises
+        ------
+        ValueError
+            If the partition's path has no such stage.
+        """
+        path = self.path_for(partition_id)
+        if not 0 <= stage < len(path):
+            raise ValueError(f"partition {partition_id} has no evolution stage {stage} (path {path})")
+        return path[stage]
 
 
 def _bool(value: Any, key: str) -> bool:

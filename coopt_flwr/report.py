@@ -26,13 +26,17 @@ def format_summary(summary: dict[str, Any]) -> str:
     """Render ``summary.json`` content: participants, G, and time per phase of the last round."""
     last = summary["rounds"][-1]
     anchor = last["anchor-partition"]
+    # Runs with evolution paths show each participant's stage (0-based) and the upgrades.
+    evolving = any(p.get("num_stages", 1) > 1 for p in last["participants"])
     rows = []
     for p in last["participants"]:
+        stage = [f"{p['stage']}/{p['num_stages'] - 1}"] if evolving else []
         rows.append(
             [
                 _fmt(p["partition_id"]),
                 p["prior"] or "?",
                 p["prior_kind"] or "?",
+                *stage,
                 _fmt(p["feature_dim"]),
                 _fmt(p["uniformity"]),
                 "*" if p["partition_id"] == anchor and p["status"] == "ok" else "",
@@ -46,6 +50,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         "part",
         "prior",
         "kind",
+        *(["stage"] if evolving else []),
         "dim",
         "uniformity",
         "anchor",
@@ -67,4 +72,6 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"   reassigned {last['reassigned']}",
         f"time per phase: {phases}",
     ]
+    if evolving:
+        lines.append(f"upgraded at the start of this round: partitions {last.get('upgraded', [])}")
     return "\n".join(lines)

@@ -10,11 +10,17 @@ from flwr.serverapp import Grid, ServerApp
 
 from coopt_flwr.config import Settings
 from coopt_flwr.datasets import create_dataset
-from strategies.coopt import CoOptStrategy
+from strategies.coopt import CoOptStrategy, RoundHook
 
 
-def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
-    """Build the ServerApp; ``overrides`` stand in for the run-config (programmatic launches)."""
+def make_server_app(
+    overrides: Mapping[str, Any] | None = None, on_round: RoundHook | None = None
+) -> ServerApp:
+    """Build the ServerApp; ``overrides`` stand in for the run-config (programmatic launches).
+
+    ``on_round`` is called after every round with its result and the merged set (programmatic
+    launches that measure the merged targets, e.g. ``simulations/evolve.py``).
+    """
     app = ServerApp()
 
     @app.main()
@@ -28,6 +34,7 @@ def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
             num_samples=len(data),
             log=lambda s: print(s, flush=True),
             shared_data=data if settings.data_mode == "local" else None,
+            on_round=on_round,
         )
         strategy.run(grid)
 

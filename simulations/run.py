@@ -16,15 +16,25 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from coopt_flwr.config import Settings
+from coopt_flwr.evolution import format_path
 from coopt_flwr.storage import SUMMARY_FILE
 
+if TYPE_CHECKING:
+    from strategies.coopt import RoundHook
+
 CONF_PATH = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def prior_entries(priors: list[Any]) -> str:
+    """A mix's ``priors`` list as the run-config string: specs, and lists of specs (evolution
+    paths) written ``"a > b"``, joined by commas."""
+    return ",".join(format_path(p) if isinstance(p, (list, tuple)) else str(p) for p in priors)
 
 
 def to_run_config(cfg: DictConfig) -> dict[str, Any]:
@@ -35,7 +45,7 @@ def to_run_config(cfg: DictConfig) -> dict[str, Any]:
         "num-rounds": c["rounds"],
         "dataset": c["dataset"],
         "data-root": c["data_root"],
-        "priors": ",".join(c["mix"]["priors"]),
+        "priors": prior_entries(c["mix"]["priors"]),
         "shared-fraction": c["shared_fraction"],
         "target-dim": c["target_dim"],
         "ridge": c["ridge"],
@@ -46,13 +56,24 @@ def to_run_config(cfg: DictConfig) -> dict[str, Any]:
         "batch-size": c["batch_size"],
         "device": c["device"],
         "output-dir": str(c["output_dir"]),
+        "upgrade-fraction": c["upgrade_fraction"],
     }
     Settings.from_config({}, run_config)  # fail here, before Ray starts, on a bad value
     return run_config
 
 
-def launch(run_config: dict[str, Any], participants: int, cpus: int = 1, gpus: float = 0.0) -> dict:
-    """Run the protocol in a Flower simulation and return the written summary."""
+def launch(
+    run_config: dict[str, Any],
+    participants: int,
+    cpus: int = 1,
+    gpus: float = 0.0,
+    on_round: RoundHook | None = None,
+) -> dict:
+    """Run the protocol in a Flower simulation and return the written summary.
+
+    ``on_round`` runs on the platform (this process) after every round, see
+    :data:`strategies.coopt.RoundHook`.
+    """
     # Imported here so that `--help` and config errors do not pay for Flower and Ray.
     from flwr.simulation import run_simulation
 
@@ -66,7 +87,7 @@ def launch(run_config: dict[str, Any], participants: int, cpus: int = 1, gpus: f
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # run_simulation is deprecated in 1.41
         run_simulation(
-            server_app=make_server_app(run_config),
+            server_app=make_server_app(run_config, on_round=on_round),
             client_app=make_client_app(run_config),
             num_supernodes=participants,
             backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": gpus}},

@@ -4,9 +4,16 @@ Flower's built-in ``Strategy.start()`` is hard-wired to train → evaluate; CoOp
 steps, so this class is driven from the ServerApp's ``@app.main()`` and talks to the nodes
 through a :class:`flwr.serverapp.Grid` directly:
 
-    uniformity report → screening + anchor choice + shard assignment → anchor broadcast /
-    aligned upload → merge (→ reassignment of shards whose owner failed) → write D' and the
-    summary.
+    (upgrades) → uniformity report → screening + anchor choice + shard assignment → anchor
+    broadcast / aligned upload → merge (→ reassignment of shards whose owner failed) → write D'
+    and the summary.
+
+Continuous optimization: from round 2 on, a seeded draw (:func:`coopt_flwr.evolution.choose_upgrades`)
+moves about ``upgrade-fraction`` of the participants one stage along their evolution path of
+priors; every message carries the stage of every partition, so an upgraded participant embeds
+with its new prior while the others reuse their cached features. Uniformity is re-reported,
+the anchor re-chosen and every participant re-aligned each round; the merged set keeps one
+target per sample, overwritten in place, with the round and stage that produced it.
 
 Two data modes (run-config ``data-mode``):
 
@@ -30,7 +37,7 @@ from __future__ import annotations
 import json
 import resource
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,7 +48,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from coopt_flwr import protocol as P
 from coopt_flwr import screening
 from coopt_flwr.config import Settings
-from coopt_flwr.datasets import ImageData, shared_subset
+from coopt_flwr.datasets import ImageData, shard_split, shared_subset
+from coopt_flwr.evolution import choose_upgrades
 from coopt_flwr.inconsistency import inconsistency
 from coopt_flwr.merge import MergedTargets, ReplyError, check_ids, check_targets
 from coopt_flwr.report import format_summary
@@ -98,6 +106,8 @@ class NodeRecord:
     embed_seconds: float = 0.0
     align_seconds: float = 0.0
     cached: int = 0
+    stage: int = 0  # evolution stage of the prior used this round
+    num_stages: int = 1  # length of the participant's evolution path
     shared_targets: np.ndarray | None = field(default=None, repr=False)
     shared_aligned: np.ndarray | None = field(default=None, repr=False)
 
@@ -139,6 +149,8 @@ class RoundResult:
     phase_seconds: dict[str, float]
     missing: int
     reassigned: int
+    upgraded: list[int] = field(default_factory=list)  # partitions that upgraded this round
+    metrics: dict[str, Any] = field(default_factory=dict)  # what the round hook reported
 
 
 @dataclass
@@ -148,6 +160,11 @@ class RunResult:
     rounds: list[RoundResult]
     output_dir: str
     summary: dict[str, Any]
+
+
+RoundHook = Callable[[RoundResult, MergedTargets], Mapping[str, Any] | None]
+"""Called after each round with its result and the merged set (already written to disk);
+what it returns is recorded as the round's ``metrics`` in the summary."""
 
 
 def _error_reason(reply: Message) -> str:
@@ -174,6 +191,8 @@ class CoOptStrategy:
     shared_data
         The platform's data set; required in local data mode, where the S images are sent
         to the participants.
+    on_round
+        Optional :data:`RoundHook`, e.g. to measure the quality of the merged targets.
     """
 
     def __init__(
@@ -183,12 +202,14 @@ class CoOptStrategy:
         log: Callable[[str], None] = print,
         poll_interval: float = 0.1,
         shared_data: ImageData | None = None,
+        on_round: RoundHook | None = None,
     ) -> None:
         self.s = settings
         self.local = settings.data_mode == "local"
         self.num_samples = num_samples
         self.log = log
         self.poll_interval = poll_interval
+        self.on_round = on_round
         self.shared_ids = shared_subset(num_samples, settings.shared_fraction, settings.seed)
         if len(self.shared_ids) < 2:
             raise ValueError("the shared set needs at least 2 samples")
@@ -203,6 +224,9 @@ class CoOptStrategy:
         self.merged = MergedTargets(0 if self.local else num_samples, settings.target_dim)
         self.namespace: dict[str, dict[str, int]] = {}  # local mode: name -> offset, count, partition
         self.num_partitions = 0  # the federation's size, as the nodes report it
+        self.stages: dict[int, int] = {}  # partition -> evolution stage it uses this round
+        self.path_lengths: dict[int, int] = {}  # partition -> stages of its path (as reported)
+        self.node_partitions: dict[int, int] = {}  # node id -> partition it last reported
         self.round_summaries: list[dict[str, Any]] = []
         self.resumes: list[dict[str, Any]] = []  # where each restart picked up the run
         self._baseline_rss_mb = _current_rss_mb()
@@ -279,7 +303,28 @@ class CoOptStrategy:
             P.DATA_ROOT: self.s.data_root,
             P.RIDGE: self.s.ridge,
             P.DATA_MODE: self.s.data_mode,
+            P.STAGES: self.stage_table(),
         }
+
+    def stage_table(self) -> list[int]:
+        """Evolution stage of every partition, indexed by partition id (0 where unknown)."""
+        size = max([self.num_partitions, *(p + 1 for p in self.stages)])
+        return [int(self.stages.get(p, 0)) for p in range(size)]
+
+    def upgrade(self, round_: int) -> list[int]:
+        """Draw this round's upgrades and move those partitions one stage along their path.
+
+        Returns
+        -------
+        list of int
+            The partitions that upgraded (sorted; empty in round 1).
+        """
+        upgraded = choose_upgrades(
+            self.stages, self.path_lengths, self.s.upgrade_fraction, self.s.seed, round_
+        )
+        for p in upgraded:
+            self.stages[p] += 1
+        return upgraded
 
     # ------------------------------------------------------------------ nodes
     def wait_for_nodes(self, grid: GridLike, settle: float = 1.0) -> list[int]:
@@ -326,7 +371,10 @@ class CoOptStrategy:
 
         while todo:
             for node in todo:
-                records.setdefault(node, NodeRecord(node_id=node))
+                # A node that fails keeps the partition it reported before (for the summary).
+                records.setdefault(
+                    node, NodeRecord(node_id=node, partition_id=self.node_partitions.get(node, -1))
+                )
             msgs = {n: self._message(n, P.MSG_UNIFORMITY, round_, config, arrays) for n in todo}
             failures = self._exchange(grid, msgs, self.s.step_timeout, on_reply)
             for node, reason in failures.items():
@@ -373,6 +421,10 @@ class CoOptStrategy:
             else:
                 partitions[rec.partition_id] = rec.node_id
                 names[rec.name] = rec.node_id
+                self.node_partitions[rec.node_id] = rec.partition_id
+                # What the platform knows of each path decides who may upgrade next round.
+                self.stages[rec.partition_id] = rec.stage
+                self.path_lengths[rec.partition_id] = rec.num_stages
 
     def _screen_information(self, records: dict[int, NodeRecord]) -> None:
         """Reject participants whose shared targets predict no other participant's (check 2)."""
@@ -416,6 +468,15 @@ class CoOptStrategy:
         arrays = reply.content[P.ARRAYS]
         rec.partition_id = int(node[P.PARTITION_ID])
         rec.name = str(node.get(P.NAME, "")) or f"partition-{rec.partition_id}"
+        # A node without evolution support reports neither: one prior, stage 0.
+        rec.stage = int(node[P.STAGE]) if P.STAGE in node else 0
+        rec.num_stages = int(node[P.NUM_STAGES]) if P.NUM_STAGES in node else 1
+        asked = self.stages.get(rec.partition_id, 0)
+        if rec.stage != asked or not 0 <= rec.stage < rec.num_stages:
+            raise ReplyError(
+                f"used evolution stage {rec.stage} of a {rec.num_stages}-stage path, "
+                f"the platform asked for stage {asked}"
+            )
         rec.prior = str(node[P.PRIOR])
         rec.prior_kind = str(node[P.PRIOR_KIND])
         rec.feature_dim = int(node[P.FEATURE_DIM])
@@ -457,8 +518,7 @@ class CoOptStrategy:
         if not partitions:
             raise ValueError("no partitions to assign shards to")
         num_partitions = max(num_partitions, max(partitions) + 1)
-        rng = np.random.default_rng([self.s.seed, 0xC0])
-        parts = np.array_split(rng.permutation(self.num_samples).astype(np.int64), num_partitions)
+        parts = shard_split(self.num_samples, num_partitions, self.s.seed)
         present = sorted(partitions)
         absent = [p for p in range(num_partitions) if p not in set(present)]
         shards = {p: parts[p] for p in present}
@@ -557,9 +617,12 @@ class CoOptStrategy:
         )
         if reason:
             raise ReplyError(reason)
+        stage = int(node[P.STAGE]) if P.STAGE in node else 0
+        if stage != rec.stage:
+            raise ReplyError(f"aligned with evolution stage {stage}, reported uniformity with {rec.stage}")
         if self.local:
             ids = ids + self.namespace[rec.name]["offset"]
-        self.merged.add(ids, targets, rec.partition_id, round_)
+        self.merged.add(ids, targets, rec.partition_id, round_, stage=rec.stage)
         rec.samples += len(ids)
         rec.residual = residual
         rec.align_seconds += float(node[P.EMBED_SECONDS])
@@ -580,16 +643,20 @@ class CoOptStrategy:
             first = round_ == 1 or not self.round_summaries
             node_ids = self.wait_for_nodes(grid) if first else sorted(int(n) for n in grid.get_node_ids())
             phases["wait-nodes"] = time.perf_counter() - t
+            upgraded = self.upgrade(round_)
             self.log(
                 f"[coopt] round {round_}: {len(node_ids)} nodes, |S|={len(self.shared_ids)}, "
                 f"n={self.s.target_dim}, data mode {self.s.data_mode}"
+                + (f", upgrading partitions {upgraded}" if upgraded else "")
             )
             t = time.perf_counter()
             records = self._uniformity_phase(grid, round_, node_ids)
             phases["uniformity"] = time.perf_counter() - t
 
             t = time.perf_counter()
-            ok = [r for r in records.values() if r.status == "ok"]
+            # In partition order: node ids are random per run, and G's pairwise estimate (k-NN
+            # ties, seeded subsampling per pair) must not depend on them.
+            ok = sorted((r for r in records.values() if r.status == "ok"), key=lambda r: r.partition_id)
             if not ok:
                 raise RuntimeError(
                     "no participant delivered a valid uniformity report: "
@@ -602,13 +669,14 @@ class CoOptStrategy:
                 f"[coopt] anchor: participant {anchor.partition_id} ({anchor.prior}), "
                 f"V={anchor.uniformity:.4f}"
             )
-            state = {"g-before": g_before, "reassigned": 0, "phase-seconds": phases}
+            state = {"g-before": g_before, "reassigned": 0, "upgraded": upgraded, "phase-seconds": phases}
             self._save_checkpoint(round_, "uniformity", records, anchor, state)
         else:
             records, anchor = resume["records"], resume["anchor"]
             state = {
                 "g-before": resume["g-before"],
                 "reassigned": resume["reassigned"],
+                "upgraded": resume["upgraded"],
                 "phase-seconds": phases,
             }
             g_before = state["g-before"]
@@ -624,9 +692,8 @@ class CoOptStrategy:
             self._save_checkpoint(round_, "align", records, anchor, state)
 
         t = time.perf_counter()
-        aligned = [
-            r.shared_aligned for r in records.values() if r.status == "ok" and r.shared_aligned is not None
-        ]
+        ranked = sorted(records.values(), key=lambda r: r.partition_id)  # G in partition order
+        aligned = [r.shared_aligned for r in ranked if r.status == "ok" and r.shared_aligned is not None]
         g_after = self._g(aligned)
         phases["merge"] = time.perf_counter() - t
         nodes = sorted(records.values(), key=lambda r: (r.partition_id < 0, r.partition_id, r.node_id))
@@ -640,6 +707,7 @@ class CoOptStrategy:
             phase_seconds=phases,
             missing=len(self.merged.missing_ids()),
             reassigned=int(state["reassigned"]),
+            upgraded=list(state["upgraded"]),
         )
 
     def _g(self, targets: list[np.ndarray | None]) -> float | None:
@@ -678,6 +746,10 @@ class CoOptStrategy:
             )
             del tensors
             result.phase_seconds["write"] = time.perf_counter() - t
+            if self.on_round is not None:
+                t = time.perf_counter()
+                result.metrics = dict(self.on_round(result, self.merged) or {})
+                result.phase_seconds["hook"] = time.perf_counter() - t
             rounds.append(result)
             self.round_summaries.append(self._round_summary(result))
             summary = self._summary(result)
@@ -719,6 +791,7 @@ class CoOptStrategy:
             "merged.targets": self.merged.targets,
             "merged.participant": self.merged.participant,
             "merged.round": self.merged.round,
+            "merged.stage": self.merged.stage,
         }
         for rec in records.values():
             for name in _ARRAY_FIELDS:
@@ -741,6 +814,9 @@ class CoOptStrategy:
                 "phase-seconds": state.get("phase-seconds", {}),
                 "namespace": self.namespace,
                 "num-partitions": self.num_partitions,
+                "stages": {str(k): v for k, v in self.stages.items()},
+                "path-lengths": {str(k): v for k, v in self.path_lengths.items()},
+                "node-partitions": {str(k): v for k, v in self.node_partitions.items()},
                 "round-summaries": self.round_summaries,
                 "resumes": self.resumes,
             },
@@ -784,8 +860,12 @@ class CoOptStrategy:
         self.merged.targets[:] = arrays.pop("merged.targets")
         self.merged.participant[:] = arrays.pop("merged.participant")
         self.merged.round[:] = arrays.pop("merged.round")
+        self.merged.stage[:] = arrays.pop("merged.stage")
         self.namespace = {k: {kk: int(vv) for kk, vv in v.items()} for k, v in ck["namespace"].items()}
         self.num_partitions = int(ck["num-partitions"])
+        self.stages = {int(k): int(v) for k, v in ck["stages"].items()}
+        self.path_lengths = {int(k): int(v) for k, v in ck["path-lengths"].items()}
+        self.node_partitions = {int(k): int(v) for k, v in ck["node-partitions"].items()}
         self.round_summaries = list(ck["round-summaries"])
         self.resumes = [*ck.get("resumes", []), {"round": int(ck["round"]), "after-phase": ck["phase"]}]
         records = {int(d["node_id"]): NodeRecord.from_public(d, arrays) for d in ck["records"]}
@@ -814,6 +894,8 @@ class CoOptStrategy:
             "phase-seconds": r.phase_seconds,
             "missing": r.missing,
             "reassigned": r.reassigned,
+            "upgraded": r.upgraded,
+            "metrics": r.metrics,
             "participants": [n.public() for n in r.nodes],
         }
 

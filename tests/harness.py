@@ -6,12 +6,18 @@ SuperLink or Ray, and lets tests inject faults (error replies, silence, tampered
 
 from __future__ import annotations
 
+import hashlib
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterable
 
+import numpy as np
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
+
+from coopt_flwr.priors import Prior, list_priors, register_prior
+from coopt_flwr.spec import Spec, check_options, require_arg
 
 SERVER_NODE_ID = 1
 
@@ -75,3 +81,42 @@ class InProcessGrid:
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+
+
+# ----------------------------------------------------------------------------- counting prior
+EMBEDDED: Counter[str] = Counter()  # images embedded, by prior spec, across all instances
+
+
+class CountingPrior(Prior):
+    """ψ(x) = flatten(x) @ M, with M seeded by the spec's tag and the seed; counts embeddings.
+
+    Registered as ``counting:<tag>`` (option ``dim=N``, default 16): as cheap as a prior can be,
+    so tests can follow exactly which participant embedded how many images in which round.
+    """
+
+    def __init__(self, spec: str, dim: int, seed: int) -> None:
+        super().__init__(spec, "random", dim)
+        digest = hashlib.sha256(f"{spec}|{seed}".encode()).digest()
+        self._rng_seed = int.from_bytes(digest[:8], "little")
+        self._m: np.ndarray | None = None
+
+    def embed(self, images: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
+        if self._m is None:
+            rng = np.random.default_rng(self._rng_seed)
+            self._m = rng.standard_normal((flat.shape[1], self.feature_dim)).astype(np.float32)
+        EMBEDDED[self.spec] += len(images)
+        return flat @ self._m
+
+
+def register_counting_prior() -> Counter[str]:
+    """Register ``counting:<tag>`` once per process and return the shared counter."""
+    if "counting" not in list_priors():
+
+        @register_prior("counting")
+        def _counting(spec: Spec, *, seed: int, batch_size: int, device: object) -> Prior:
+            require_arg(spec, "a tag")
+            check_options(spec, {"dim"})
+            return CountingPrior(spec.text, int(spec.get_int("dim", 16) or 16), seed)
+
+    return EMBEDDED

@@ -59,3 +59,21 @@ def test_bad_mix_file(tmp_path):
     (tmp_path / "mix" / "bad.yaml").write_text("priors: 3\n")
     with pytest.raises(ValueError, match="non-empty list"):
         load_mix("bad", conf_dir=tmp_path)
+
+
+def test_table5_mixes_exist_and_extend_the_diverse_mix():
+    diverse = load_mix("diverse")
+    for name, kind in (("diverse-weak", "weak:"), ("diverse-human", "human")):
+        mix = load_mix(name)
+        assert mix[: len(diverse)] == diverse and len(mix) > len(diverse)
+        assert all(p.startswith(kind) for p in mix[len(diverse) :])
+    assert all(p.startswith("weak:") for p in load_mix("weak"))
+
+
+def test_mix_entries_may_be_evolution_paths(tmp_path):
+    (tmp_path / "mix").mkdir()
+    (tmp_path / "mix" / "evo.yaml").write_text("priors:\n  - - a\n    - b?size=3\n  - c > d\n  - e\n")
+    assert load_mix("evo", conf_dir=tmp_path) == ["a > b?size=3", "c > d", "e"]
+    (tmp_path / "mix" / "bad.yaml").write_text("priors:\n  - [a, 3]\n")
+    with pytest.raises(ValueError, match="evolution paths"):
+        load_mix("bad", conf_dir=tmp_path)

@@ -371,3 +371,31 @@ def test_human_prior_errors(images: np.ndarray) -> None:
         prior.embed(images, np.array([0, 1]))
     with pytest.raises(ValueError, match=r"integers"):
         prior.embed(images[:2], np.array([0.0, 1.0]))
+
+
+def test_partial_human_annotates_a_seeded_content_hashed_fraction() -> None:
+    rng = np.random.default_rng(1)
+    imgs = rng.integers(0, 256, size=(2000, 4, 4, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=2000)
+    prior = create_prior("human?fraction=0.3", seed=5)
+    assert prior.kind == "human" and prior.feature_dim == 10
+    feats = prior.embed(imgs, labels)
+    _check_features(feats, 2000, 10)
+    annotated = feats.max(axis=1) == 1.0
+    assert 0.26 < annotated.mean() < 0.34
+    np.testing.assert_array_equal(feats[annotated], np.eye(10, dtype=np.float32)[labels[annotated]])
+    np.testing.assert_allclose(feats[~annotated], 0.1)  # the uniform "don't know" encoding
+    # The choice follows the image, not its position in the batch (cache and shard agree).
+    order = rng.permutation(2000)
+    np.testing.assert_array_equal(prior.embed(imgs[order], labels[order]), feats[order])
+    np.testing.assert_array_equal(prior.embed(imgs[:7], labels[:7]), feats[:7])
+    # Another seed annotates another subset; fraction=1 is the complete annotator.
+    other = create_prior("human?fraction=0.3", seed=6).embed(imgs, labels).max(axis=1) == 1.0
+    assert (other != annotated).mean() > 0.2
+    assert (create_prior("human?fraction=1", seed=5).embed(imgs, labels).max(axis=1) == 1.0).all()
+
+
+@pytest.mark.parametrize("spec", ["human?fraction=0", "human?fraction=1.5", "human?fraction=abc"])
+def test_partial_human_bad_fraction(spec: str) -> None:
+    with pytest.raises(ValueError, match="fraction"):
+        create_prior(spec)

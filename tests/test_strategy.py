@@ -415,3 +415,17 @@ def test_checkpoint_of_other_settings_is_refused_by_name(tmp_path):
     assert (
         CoOptStrategy(fresh, N_DIGITS, log=lambda s: None, poll_interval=0.01).run(grid).summary["complete"]
     )
+
+
+def test_g_does_not_depend_on_node_ids(tmp_path):
+    """Node ids are random per run; G is computed over participants in partition order."""
+    gs = []
+    for order in ((10, 20, 30, 40), (40, 30, 20, 10)):
+        settings = _settings(tmp_path / str(order[0]), **{"priors": "timm:resnet10t?size=16,human,human"})
+        grid = InProcessGrid(make_client_app({"priors": settings.priors and ",".join(settings.priors)}), 4)
+        # the same partitions behind node ids that sort differently
+        by_partition = sorted(grid.contexts.values(), key=lambda c: int(c.node_config["partition-id"]))
+        grid.contexts = dict(zip(order, by_partition, strict=True))
+        r = CoOptStrategy(settings, N_DIGITS, log=lambda s: None, poll_interval=0.01).run(grid).rounds[0]
+        gs.append((r.g_before, r.g_after))
+    assert gs[0] == gs[1]
