@@ -178,3 +178,33 @@ def make_node_key(out_dir: str | Path, name: str) -> NodeKey:
         + f" {name}\n".encode()
     )
     return NodeKey(name=name, private_key=private, public_key=public)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m coopt_flwr.credentials tls|node-key ...`` (see the README's deployment steps)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Demo credentials for a secure CoOpt federation.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    tls = sub.add_parser("tls", help="the platform: a CA and the SuperLink's server certificate")
+    tls.add_argument("--out", type=Path, default=Path("certs"))
+    tls.add_argument("--host", action="append", help="address the SuperLink is reached at (repeat)")
+    tls.add_argument("--days", type=int, default=30)
+    key = sub.add_parser("node-key", help="an institution: its SuperNode's key pair")
+    key.add_argument("--out", type=Path, default=Path("keys"))
+    key.add_argument("--name", required=True)
+    args = parser.parse_args(argv)
+    if args.action == "tls":
+        files = make_tls(args.out, hosts=tuple(args.host or ("127.0.0.1", "localhost")), days=args.days)
+        print(f"CA certificate (give to every institution): {files.ca_cert}")
+        print(
+            f"SuperLink certificate and key (keep on the platform): {files.server_cert}, {files.server_key}"
+        )
+    else:
+        node = make_node_key(args.out, args.name)
+        print(f"private key (stays on this machine): {node.private_key}")
+        print(f"public key (send to the platform to register): {node.public_key}")
+
+
+if __name__ == "__main__":
+    main()

@@ -32,3 +32,27 @@ def test_corrupt_or_missing_file_is_a_clear_error(tmp_path):
     bad.write_bytes(b"\x10\x00\x00\x00garbage")
     with pytest.raises(ValueError, match="not a readable safetensors"):
         load_optimized(bad)
+
+
+def test_streamed_safetensors_are_read_by_the_official_loader(tmp_path):
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    arrays = {
+        "targets": np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32),
+        "ids": np.arange(7, dtype=np.int64),
+        "empty": np.zeros((0, 3), np.float32),
+        "mask": np.array([True, False, True]),
+        "f64-view": np.arange(12, dtype=np.float64).reshape(3, 4)[:, ::2],  # not contiguous
+    }
+    write_tensors(tmp_path / "x.safetensors", arrays, metadata={"target-dim": "5"})
+    back = load_file(str(tmp_path / "x.safetensors"))
+    assert set(back) == set(arrays)
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(back[k], v)
+        assert back[k].dtype == v.dtype
+    with safe_open(str(tmp_path / "x.safetensors"), "np") as fh:
+        assert fh.metadata() == {"target-dim": "5"}
+    with pytest.raises(TypeError, match="unsupported dtype"):
+        write_tensors(tmp_path / "y.safetensors", {"c": np.zeros(2, np.complex64)})
+    assert not list(tmp_path.glob(".y.safetensors.*"))  # no temp file left behind
