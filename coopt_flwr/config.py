@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "screen-max-residual": 1.0,
     "screen-max-tv": 0.6,
     "resume": True,
+    "upload-max-samples": 8192,
     "upgrade-fraction": 0.2,
 }
 
@@ -107,6 +108,7 @@ class Settings:
     screen_max_residual: float = 1.0
     screen_max_tv: float = 0.6
     resume: bool = True
+    upload_max_samples: int = 8192
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -144,7 +146,7 @@ class Settings:
         mode = str(c["data-mode"]).strip()
         if mode not in DATA_MODES:
             raise ValueError(f"data-mode must be one of {DATA_MODES}, got {mode!r}")
-        _positive(c, "screen-max-residual", "screen-max-tv")
+        _positive(c, "screen-max-residual", "screen-max-tv", "upload-max-samples")
         out = str(c["output-dir"]).strip()
         output_dir = Path(out) if out else Path("outputs") / time.strftime("%Y%m%d-%H%M%S")
         return cls(
@@ -168,6 +170,7 @@ class Settings:
             screen_max_residual=float(c["screen-max-residual"]),
             screen_max_tv=float(c["screen-max-tv"]),
             resume=_bool(c["resume"], "resume"),
+            upload_max_samples=int(c["upload-max-samples"]),
             upgrade_fraction=upgrade_fraction,
             paths=paths,
         )

@@ -105,6 +105,13 @@ class MergedTargets:
         self.round[ids] = round_
         self.stage[ids] = stage
 
+    def clear(self, ids: np.ndarray) -> None:
+        """Empty rows again (the contribution of a participant rejected later in the round)."""
+        self.targets[ids] = np.nan
+        self.participant[ids] = -1
+        self.round[ids] = -1
+        self.stage[ids] = -1
+
     def grow(self, num_samples: int) -> None:
         """Extend to ``num_samples`` rows (new rows empty); local data mode registers samples late."""
         extra = int(num_samples) - self.num_samples

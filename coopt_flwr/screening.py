@@ -16,9 +16,10 @@ S_Y*, and each upload (aligned shared targets and aligned shard targets).
 3. **Honest alignment.** The platform refits T_k on (S_k, S_Y*) itself: the uploaded aligned
    shared targets must equal T_k S_k, and the claimed residual must match.
 4. **Shard consistent with S.** S is a random sample of D, so the aligned shard targets of an
-   honest participant follow the distribution of its aligned shared targets. A k-NN two-sample
-   estimate of their total-variation distance above ``max_tv`` flags shard targets replaced by
-   noise, constants, another prior's outputs, or a shifted copy.
+   honest participant follow the distribution of its shared targets aligned out of sample
+   (cross-fitted: in-sample ones overfit the anchor when n approaches |S|). A k-NN
+   two-sample estimate of their total-variation distance above ``max_tv`` flags shard
+   targets replaced by noise, constants, another prior's outputs, or a shifted copy.
 
 Each check returns ``None`` when the reply passes, or the reason it fails.
 """
@@ -162,20 +163,65 @@ def check_alignment(
     return None
 
 
+def cross_fitted_alignment(
+    source: np.ndarray, anchor: np.ndarray, ridge: float, folds: int = 5, seed: int = 0
+) -> np.ndarray:
+    """Out-of-sample aligned shared targets: each fold aligned by a map fitted on the others.
+
+    An honest participant's shard targets are its alignment applied to images the map was not
+    fitted on; its aligned *shared* targets are in-sample and, when n approaches |S|, fit the
+    anchor far more closely than any unseen image can. These cross-fitted targets are the
+    honest reference for the shard.
+
+    Parameters
+    ----------
+    source, anchor
+        (|S|, n_in) and (|S|, n_out) a participant's and the anchor's shared-set targets.
+    ridge
+        The run's relative ridge strength.
+    folds
+        Number of folds (at least 2, at most |S| / 2).
+    seed
+        Seed of the fold assignment.
+
+    Returns
+    -------
+    np.ndarray
+        float32 (|S|, n_out).
+    """
+    x, y = np.asarray(source, dtype=np.float64), np.asarray(anchor, dtype=np.float64)
+    folds = max(2, min(int(folds), len(x) // 2))
+    order = np.random.default_rng(seed).permutation(len(x))
+    out = np.empty((len(x), y.shape[1]), dtype=np.float32)
+    for test_rows in np.array_split(order, folds):
+        fit_rows = np.setdiff1d(order, test_rows)
+        out[test_rows] = fit_alignment(x[fit_rows], y[fit_rows], ridge=ridge).apply(x[test_rows])
+    return out
+
+
 def check_shard_distribution(
-    shared_aligned: np.ndarray,
+    shared_targets: np.ndarray,
+    anchor_targets: np.ndarray,
     shard_targets: np.ndarray,
+    ridge: float,
+    is_anchor: bool,
     max_tv: float = 0.6,
     max_samples: int = 512,
     seed: int = 0,
 ) -> str | None:
-    """Check 4: aligned shard targets (m, n) drawn like the aligned shared targets (|S|, n).
+    """Check 4: aligned shard targets (m, n) distributed like honest out-of-sample ones.
 
-    Skipped (passes) when either side has fewer than 20 rows: too few for the estimate.
+    The reference is the participant's own S targets (|S|, n) as they would be aligned if
+    unseen (:func:`cross_fitted_alignment`), or unchanged for the anchor. Skipped (passes)
+    when either side has fewer than 20 rows: too few for the estimate.
     """
-    if len(shared_aligned) < 20 or len(shard_targets) < 20:
+    if len(shared_targets) < 20 or len(shard_targets) < 20:
         return None
-    tv = tv_distance(shared_aligned, shard_targets, max_samples=max_samples, seed=seed)
+    if is_anchor:
+        reference = np.asarray(shared_targets, dtype=np.float32)
+    else:
+        reference = cross_fitted_alignment(shared_targets, anchor_targets, ridge, seed=seed)
+    tv = tv_distance(reference, shard_targets, max_samples=max_samples, seed=seed)
     if tv > max_tv:
         return (
             f"shard targets are distributed unlike its own shared-set targets (TV {tv:.2f} > {max_tv:g}): "

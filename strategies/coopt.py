@@ -539,30 +539,7 @@ class CoOptStrategy:
             assignment = {r.node_id: shards[r.partition_id] for r in ok}
         reassigned = 0
         for attempt in range(self.s.max_reassign + 1):
-            msgs = {}
-            for node, ids in assignment.items():
-                config = self._base_config(round_) | {P.IS_ANCHOR: node == anchor.node_id}
-                arrays = {
-                    P.SHARD_IDS: ids,
-                    P.SHARED_IDS: self.shared_ids,
-                    P.ANCHOR_TARGETS: anchor.shared_targets,
-                    **self.shared_arrays,
-                }
-                msgs[node] = self._message(node, P.MSG_ALIGN, round_, config, arrays)
-            lost: list[np.ndarray] = []
-
-            def on_reply(node: int, reply: Message, assignment=assignment, lost=lost) -> None:
-                rec = records[node]
-                try:
-                    self._merge_reply(rec, reply, assignment[node], round_, anchor)
-                except (ReplyError, KeyError, TypeError, ValueError) as exc:
-                    rec.fail("rejected", f"align: {exc}")
-                    lost.append(assignment[node])
-
-            failures = self._exchange(grid, msgs, self.s.step_timeout, on_reply)
-            for node, reason in failures.items():
-                records[node].fail("failed", f"align: {reason}")
-                lost.append(assignment[node])
+            lost = self._align_exchanges(grid, round_, records, anchor, assignment)
             if not lost:
                 break
             lost_ids = np.sort(np.concatenate(lost))
@@ -589,6 +566,72 @@ class CoOptStrategy:
             assignment = {r.node_id: p for r, p in zip(healthy, parts, strict=True) if len(p)}
         return reassigned
 
+    def _align_exchanges(
+        self,
+        grid: GridLike,
+        round_: int,
+        records: dict[int, NodeRecord],
+        anchor: NodeRecord,
+        assignment: dict[int, np.ndarray],
+    ) -> list[np.ndarray]:
+        """Send each node its assigned ids in parts of at most ``upload-max-samples``.
+
+        Parts go out one exchange at a time (every node's next part together), so the
+        platform holds at most one part per node in flight, whatever the shard size, and
+        merges each as it arrives. A node that fails or is rejected on any part loses the
+        whole assignment: the rows it already contributed this round are cleared again.
+
+        Returns
+        -------
+        list of np.ndarray
+            The ids left without a target by failed or rejected nodes.
+        """
+        size = self.s.upload_max_samples
+        queue = {
+            n: [ids[i : i + size] for i in range(0, len(ids), size)] or [ids] for n, ids in assignment.items()
+        }
+        done: dict[int, list[np.ndarray]] = {n: [] for n in assignment}
+        lost: list[np.ndarray] = []
+
+        def drop(node: int) -> None:  # the node's whole assignment is redone elsewhere
+            merged = np.concatenate(done[node]) if done[node] else np.zeros(0, np.int64)
+            if len(merged):
+                self.merged.clear(self._global_ids(records[node], merged))
+                records[node].samples -= len(merged)
+            lost.append(assignment[node])
+            queue[node], done[node] = [], []
+
+        while any(queue.values()):
+            batch = {n: parts.pop(0) for n, parts in queue.items() if parts}
+            msgs = {}
+            for node, ids in batch.items():
+                config = self._base_config(round_) | {P.IS_ANCHOR: node == anchor.node_id}
+                arrays = {
+                    P.SHARD_IDS: ids,
+                    P.SHARED_IDS: self.shared_ids,
+                    P.ANCHOR_TARGETS: anchor.shared_targets,
+                    **self.shared_arrays,
+                }
+                msgs[node] = self._message(node, P.MSG_ALIGN, round_, config, arrays)
+
+            def on_reply(node: int, reply: Message, batch=batch) -> None:
+                try:
+                    self._merge_reply(records[node], reply, batch[node], round_, anchor)
+                    done[node].append(batch[node])
+                except (ReplyError, KeyError, TypeError, ValueError) as exc:
+                    records[node].fail("rejected", f"align: {exc}")
+                    drop(node)
+
+            failures = self._exchange(grid, msgs, self.s.step_timeout, on_reply)
+            for node, reason in failures.items():
+                records[node].fail("failed", f"align: {reason}")
+                drop(node)
+        return lost
+
+    def _global_ids(self, rec: NodeRecord, ids: np.ndarray) -> np.ndarray:
+        """Ids in the merged set: local data mode offsets a participant's own indices."""
+        return ids + self.namespace[rec.name]["offset"] if self.local else ids
+
     def _merge_reply(
         self, rec: NodeRecord, reply: Message, assigned: np.ndarray, round_: int, anchor: NodeRecord
     ) -> None:
@@ -609,8 +652,11 @@ class CoOptStrategy:
             ridge=self.s.ridge,
             is_anchor=rec.node_id == anchor.node_id,
         ) or screening.check_shard_distribution(
-            shared_aligned,
+            rec.shared_targets,
+            anchor.shared_targets,
             targets,
+            ridge=self.s.ridge,
+            is_anchor=rec.node_id == anchor.node_id,
             max_tv=self.s.screen_max_tv,
             max_samples=self.s.g_max_samples,
             seed=self.s.seed,
@@ -620,8 +666,7 @@ class CoOptStrategy:
         stage = int(node[P.STAGE]) if P.STAGE in node else 0
         if stage != rec.stage:
             raise ReplyError(f"aligned with evolution stage {stage}, reported uniformity with {rec.stage}")
-        if self.local:
-            ids = ids + self.namespace[rec.name]["offset"]
+        ids = self._global_ids(rec, ids)
         self.merged.add(ids, targets, rec.partition_id, round_, stage=rec.stage)
         rec.samples += len(ids)
         rec.residual = residual

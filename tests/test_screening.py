@@ -75,8 +75,18 @@ def test_alignment_check_accepts_the_honest_upload_and_catches_tampering():
 @pytest.mark.parametrize("attack", ["noise", "constant", "shifted", "other-distribution"])
 def test_shard_distribution_check_flags_poisoned_shards(attack):
     z_s, z_d = _latent(0, S), _latent(1, 400)
-    shared, shard = _prior_view(z_s, 1), _prior_view(z_d, 1)
-    assert screening.check_shard_distribution(shared, shard) is None  # honest: same distribution
+    mine_s, anchor_s, mine_d = _prior_view(z_s, 1), _prior_view(z_s, 2), _prior_view(z_d, 1)
+    fit = fit_alignment(mine_s, anchor_s, ridge=1e-3)
+    shard = fit.apply(mine_d)  # honest: the participant's alignment applied to unseen images
+
+    def check(targets):
+        return screening.check_shard_distribution(mine_s, anchor_s, targets, ridge=1e-3, is_anchor=False)
+
+    assert check(shard) is None
+    assert (
+        screening.check_shard_distribution(anchor_s, anchor_s, _prior_view(z_d, 2), 1e-3, is_anchor=True)
+        is None
+    )
     rng = np.random.default_rng(3)
     poisoned = {
         "noise": rng.normal(size=shard.shape),
@@ -84,8 +94,21 @@ def test_shard_distribution_check_flags_poisoned_shards(attack):
         "shifted": shard + 10 * shard.std() * np.ones(shard.shape[1]),
         "other-distribution": _prior_view(z_d, 99),
     }[attack].astype(np.float32)
-    reason = screening.check_shard_distribution(shared, poisoned)
+    reason = check(poisoned)
     assert reason is not None and "poisoning" in reason
+
+
+def test_honest_shard_passes_even_when_the_alignment_overfits_s():
+    # n close to |S|: in-sample aligned S targets hug the anchor, unseen images do not; the
+    # check must compare the shard with out-of-sample alignments, not the in-sample ones.
+    rng = np.random.default_rng(0)
+    z_s, z_d = rng.normal(size=(60, 40)), rng.normal(size=(500, 40))
+    mine_s, mine_d = z_s @ rng.normal(size=(40, 48)), z_d @ rng.normal(size=(40, 48))
+    anchor_s = np.eye(48)[rng.integers(0, 10, size=60)] @ rng.normal(size=(48, 48))  # label-like codes
+    shard = fit_alignment(mine_s, anchor_s, ridge=1e-3).apply(mine_d)
+    assert screening.check_shard_distribution(mine_s, anchor_s, shard, ridge=1e-3, is_anchor=False) is None
+    oos = screening.cross_fitted_alignment(mine_s, anchor_s, ridge=1e-3)
+    assert oos.shape == anchor_s.shape and oos.dtype == np.float32
 
 
 # -------------------------------------------------------------- malformed input, by property
