@@ -113,16 +113,26 @@ class MergedTargets:
         self.stage[ids] = -1
 
     def grow(self, num_samples: int) -> None:
-        """Extend to ``num_samples`` rows (new rows empty); local data mode registers samples late."""
+        """Extend to ``num_samples`` rows (new rows empty); local data mode registers samples late.
+
+        Each array is allocated once at its new size and the old rows copied in, so growing
+        costs the old arrays plus the new ones, never a third temporary; callers that know
+        several participants' sizes grow once for all of them.
+        """
         extra = int(num_samples) - self.num_samples
         if extra < 0:
             raise ValueError(f"cannot shrink the merged set from {self.num_samples} to {num_samples}")
         if extra == 0:
             return
-        self.targets = np.concatenate([self.targets, np.full((extra, self.target_dim), np.nan, np.float32)])
-        self.participant = np.concatenate([self.participant, np.full(extra, -1, dtype=np.int64)])
-        self.round = np.concatenate([self.round, np.full(extra, -1, dtype=np.int64)])
-        self.stage = np.concatenate([self.stage, np.full(extra, -1, dtype=np.int64)])
+        old = self.num_samples
+        targets = np.empty((int(num_samples), self.target_dim), dtype=np.float32)
+        targets[:old] = self.targets
+        targets[old:] = np.nan
+        self.targets = targets
+        for name in ("participant", "round", "stage"):
+            column = np.full(int(num_samples), -1, dtype=np.int64)
+            column[:old] = getattr(self, name)
+            setattr(self, name, column)
         self.num_samples = int(num_samples)
 
     @property

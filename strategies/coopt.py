@@ -444,24 +444,25 @@ class CoOptStrategy:
 
     def _register_samples(self, records: dict[int, NodeRecord]) -> None:
         """Local mode: give each new participant name a block of global ids (stable across rounds)."""
+        total = self.merged.num_samples
         for rec in sorted(records.values(), key=lambda r: r.partition_id):
             if rec.status != "ok":
                 continue
             entry = self.namespace.get(rec.name)
             if entry is None:
-                offset = self.merged.num_samples
                 self.namespace[rec.name] = {
-                    "offset": offset,
+                    "offset": total,
                     "count": rec.data_samples,
                     "partition": rec.partition_id,
                 }
-                self.merged.grow(offset + rec.data_samples)
+                total += rec.data_samples
             elif entry["count"] != rec.data_samples:
                 rec.fail(
                     "rejected",
                     f"uniformity: participant {rec.name!r} now holds {rec.data_samples} samples, "
                     f"{entry['count']} when it registered (its data changed; give it a new name)",
                 )
+        self.merged.grow(total)  # once for all newcomers: no chain of reallocations
 
     def _read_uniformity(self, rec: NodeRecord, reply: Message) -> int:
         node = reply.content[P.NODE]

@@ -75,3 +75,18 @@ def test_merged_targets_tracks_filled_and_missing():
     assert t["round"].dtype == np.int64 and t["targets"].dtype == np.float32
     with pytest.raises(ReplyError):
         m.add(np.array([6]), np.ones((1, 2), np.float32), 0, 1)
+
+
+def test_grow_keeps_rows_and_adds_empty_ones_and_clear_empties_again():
+    m = MergedTargets(3, 2)
+    m.add(np.array([0, 2]), np.ones((2, 2), np.float32), participant=5, round_=1, stage=1)
+    m.grow(6)
+    assert m.num_samples == 6 and m.targets.shape == (6, 2)
+    np.testing.assert_array_equal(m.filled, [True, False, True, False, False, False])
+    np.testing.assert_array_equal(m.targets[[0, 2]], 1.0)
+    assert np.isnan(m.targets[3:]).all() and (m.round[3:] == -1).all() and (m.stage[3:] == -1).all()
+    m.add(np.array([5]), np.zeros((1, 2), np.float32), participant=6, round_=2)
+    m.clear(np.array([0]))
+    np.testing.assert_array_equal(m.missing_ids(), [0, 1, 3, 4])
+    with pytest.raises(ValueError, match="shrink"):
+        m.grow(2)
