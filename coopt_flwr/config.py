@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "screen-max-residual": 1.0,
     "screen-max-tv": 0.6,
     "resume": True,
-    "upload-max-samples": 8192,
+    "upload-max-samples": 4096,
     "upgrade-fraction": 0.2,
 }
 
@@ -108,7 +108,7 @@ class Settings:
     screen_max_residual: float = 1.0
     screen_max_tv: float = 0.6
     resume: bool = True
-    upload_max_samples: int = 8192
+    upload_max_samples: int = 4096
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Settings:

@@ -60,7 +60,7 @@ def tv_distance(
     float
         Estimated D_TV in [0, 1].
     """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    a, b = np.asarray(a), np.asarray(b)  # cast after subsampling: no float64 copy of a large side
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"tv_distance needs (N, n) arrays of one width, got {a.shape}, {b.shape}")
     if k < 1 or k % 2 == 0:
@@ -70,7 +70,7 @@ def tv_distance(
         raise ValueError("tv_distance needs at least one sample on each side")
     k = min(k, 2 * m - 1)  # 2m − 1 other points, and still odd
     rng = np.random.default_rng(seed)
-    z = np.concatenate([_balanced_sample(a, m, rng), _balanced_sample(b, m, rng)])
+    z = np.concatenate([_balanced_sample(a, m, rng), _balanced_sample(b, m, rng)]).astype(np.float64)
     if normalize:
         z = normalize_rows(z)
     labels = np.repeat([0, 1], m)

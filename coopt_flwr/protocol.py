@@ -18,6 +18,12 @@ round, and the node embeds with the prior of its own stage and echoes it.
 
 from __future__ import annotations
 
+import io
+import math
+from typing import Any
+
+import numpy as np
+
 # Message types (category.action): the ClientApp registers the actions.
 ACTION_UNIFORMITY = "uniformity"
 ACTION_ALIGN = "align"
@@ -72,3 +78,49 @@ NODE_NAME = "name"  # the participant's name (default partition-<id>)
 NODE_DATA_ROOT = "data-root"  # root for relative paths in the node's data spec
 STAGE = "stage"  # the evolution stage whose prior the node used
 NUM_STAGES = "num-stages"  # length of the node's evolution path
+
+
+def array_view(array: Any) -> np.ndarray:
+    """Read-only view of a Flower ``Array``'s data, without the copy ``Array.numpy()`` makes.
+
+    ``Array.numpy()`` runs ``np.load`` on the serialized bytes, which copies them: for an
+    aligned-target upload that is one more copy of the largest payload on the platform. The
+    ``.npy`` header is parsed here and the data section viewed in place (never unpickled).
+
+    Parameters
+    ----------
+    array
+        A ``flwr.app.Array``; anything not serialized as ``numpy.ndarray`` falls back to
+        ``array.numpy()``.
+
+    Returns
+    -------
+    np.ndarray
+        The array, read-only, sharing memory with the message.
+
+    Raises
+    ------
+    ValueError
+        The bytes are not a well-formed ``.npy`` buffer of a non-object dtype.
+    """
+    if getattr(array, "stype", None) != "numpy.ndarray":
+        return array.numpy()
+    data = array.data
+    fh = io.BytesIO(data)  # shares the bytes until written to: no copy
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version in ((2, 0), (3, 0)):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise ValueError(f".npy format version {version} is not supported")
+    if dtype.hasobject:
+        raise ValueError("object arrays are not accepted")
+    count = math.prod(shape)
+    offset = fh.tell()
+    if len(data) - offset != count * dtype.itemsize:
+        raise ValueError(
+            f"array data holds {len(data) - offset} bytes, its header says {count * dtype.itemsize}"
+        )
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    return flat.reshape(shape, order="F" if fortran else "C")

@@ -138,8 +138,11 @@ def faults(workdir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def payload(workdir: Path, cifar: Path) -> dict[str, Any]:
-    """A 50,000-sample shard at n = 512 through the secure federation."""
+def payload(workdir: Path, cifar: Path, part_samples: int | None = None) -> dict[str, Any]:
+    """A 50,000-sample shard at n = 512 through the secure federation.
+
+    ``part_samples`` sets ``upload-max-samples`` (the run's default when ``None``).
+    """
     big = Node("institution-0", 0, "human", data=f"npz:{cifar / 'train.npz'}")
     small = split_npz(f"npz:{cifar / 'test.npz'}?subset=2000&subset-seed=0", 2, workdir / "data")
     nodes = [big] + [
@@ -160,6 +163,7 @@ def payload(workdir: Path, cifar: Path) -> dict[str, Any]:
                 "output-dir": str(out),
                 "step-timeout": 900.0,
             }
+            | ({"upload-max-samples": part_samples} if part_samples else {})
         )
         summary = fed.wait_for_summary(out, timeout=1200)
         wall = time.perf_counter() - t
@@ -170,6 +174,7 @@ def payload(workdir: Path, cifar: Path) -> dict[str, Any]:
     shard_mb = biggest * 512 * 4 / 2**20
     return {
         "scenario": "50,000-sample shard at n = 512",
+        "upload_max_samples": summary["config"]["upload_max_samples"],
         "round_wall_seconds": wall,
         "samples": len(merged["ids"]),
         "largest_shard": biggest,
@@ -191,6 +196,12 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, nargs="*", default=[3, 10], help="federation sizes to time")
     parser.add_argument("--faults", action="store_true", help="also run the fault-injection scenarios")
     parser.add_argument("--payload", action="store_true", help="also run the 50,000 x 512 payload")
+    parser.add_argument(
+        "--part-samples",
+        type=int,
+        default=None,
+        help="upload-max-samples of the payload run (default: the run's)",
+    )
     parser.add_argument("--cifar", type=Path, default=Path("../shared/data/cifar10"))
     parser.add_argument("--output", type=Path, default=Path("outputs/bench-deploy"))
     args = parser.parse_args()
@@ -212,7 +223,7 @@ def main() -> None:
         for row in result["faults"]:
             print(f"[bench-deploy] {json.dumps(row)}", flush=True)
     if args.payload:
-        result["payload"] = payload(out / "payload", args.cifar.resolve())
+        result["payload"] = payload(out / "payload", args.cifar.resolve(), args.part_samples)
         print(f"[bench-deploy] {json.dumps(result['payload'])}", flush=True)
     write_json(out / "bench_deploy.json", result)
     print("\n| scenario | round wall (s) | rounds completed | samples | samples lost |")
