@@ -8,11 +8,15 @@ S_Y*, and each upload (aligned shared targets and aligned shard targets).
 1. **Claimed uniformity.** A participant reports V of its own shared targets; the platform
    recomputes it from the targets it received. A mismatch means the claim is false.
 2. **Information on S.** Out-of-sample (2-fold) ridge prediction of other participants' S
-   targets from S_k: if even the best peer is predicted no better than by its mean (relative
-   residual ≥ ``max_residual``, default 1), S_k carries nothing the others share, as random
-   noise does. In-sample residuals cannot tell noise from a weak prior when n approaches |S|;
-   held-out ones can. This runs before the anchor choice: noise is perfectly uniform and
-   would otherwise win it.
+   targets from S_k. S_k is informative about a peer when the held-out relative residual is
+   below ``max_residual`` (default 1: better than the peer's mean), or clearly below the
+   residual the same fit reaches with the rows of S_k shuffled (a permutation null: same
+   marginals, no pairing). The null matters: with n close to |S|/2 every fit overfits, and
+   an honest ImageNet prior at low resolution reached residuals of 1.00-1.05 against its
+   peers on CIFAR-10 (n = 128, |S| = 500) while its shuffled rows reached more; noise sits
+   at the null. A participant informative about no peer carries nothing the others share,
+   as random noise does, and is rejected. This runs before the anchor choice: noise is
+   perfectly uniform and would otherwise win it.
 3. **Honest alignment.** The platform refits T_k on (S_k, S_Y*) itself: the uploaded aligned
    shared targets must equal T_k S_k, and the claimed residual must match.
 4. **Shard consistent with S.** S is a random sample of D, so the aligned shard targets of an
@@ -88,9 +92,11 @@ def check_information(
     peers: list[np.ndarray],
     max_residual: float = 1.0,
     max_peers: int = 8,
+    permutations: int = 10,
+    min_z: float = 4.0,
     seed: int = 0,
 ) -> str | None:
-    """Check 2: S_k (|S|, n) predicts at least one peer's shared targets better than their mean.
+    """Check 2: S_k (|S|, n) predicts at least one peer's shared targets out of sample.
 
     Run before the anchor is chosen (a noise participant has the most uniform targets and
     would otherwise become the anchor). With fewer than 2 peers there is no majority to judge
@@ -103,23 +109,43 @@ def check_information(
     peers
         The other participants' (|S|, n) shared-set targets.
     max_residual
-        Reject when the best held-out residual over the peers reaches this.
+        A held-out residual below this is informative outright (1: better than the mean).
     max_peers
         Compare with at most this many peers (seeded choice), bounding the cost at scale.
+    permutations
+        Row shuffles of S_k that give the null residual's mean μ₀ and spread σ₀ for a peer.
+    min_z
+        Above ``max_residual``, informative when (μ₀ − residual) / σ₀ ≥ ``min_z`` (σ₀ floored
+        at 1e-3, so a tiny spread cannot make a negligible gap significant).
     seed
-        Seed of the peer choice and the folds.
+        Seed of the peer choice, the folds and the shuffles.
     """
     if len(peers) < 2:
         return None
+    x = np.asarray(shared_targets)
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(peers), size=min(max_peers, len(peers)), replace=False)
-    best = min(held_out_residual(shared_targets, peers[i], seed=seed) for i in sorted(chosen))
-    if not best < max_residual:
-        return (
-            f"shared-set targets carry no information shared with any other participant "
-            f"(best held-out residual {best:.3f} >= {max_residual:g})"
+    best: tuple[float, float, float] | None = None  # (z, residual, null mean) of the best peer
+    for i in sorted(chosen):
+        residual = held_out_residual(x, peers[i], seed=seed)
+        if residual < max_residual:
+            return None
+        nulls = np.array(
+            [held_out_residual(x[rng.permutation(len(x))], peers[i], seed=seed) for _ in range(permutations)]
         )
-    return None
+        mu, sigma = float(nulls.mean()), max(float(nulls.std(ddof=1)) if permutations > 1 else 0.0, 1e-3)
+        z = (mu - residual) / sigma
+        if z >= min_z:
+            return None
+        if best is None or z > best[0]:
+            best = (z, residual, mu)
+    assert best is not None
+    z, residual, mu = best
+    return (
+        f"shared-set targets carry no information shared with any other participant (best held-out "
+        f"residual {residual:.3f} >= {max_residual:g}, and only {z:.1f} sigma below the {mu:.3f} of "
+        f"its shuffled rows; {min_z:g} needed)"
+    )
 
 
 def check_alignment(

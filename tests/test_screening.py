@@ -184,3 +184,31 @@ def test_alignment_rejects_malformed_input_with_a_value_error(x, y):
     assert x.ndim == 2 and y.ndim == 2 and len(x) == len(y) >= 2
     assert np.all(np.isfinite(x)) and np.all(np.isfinite(y))
     assert fit.matrix.shape == (x.shape[1], y.shape[1])
+
+
+def test_information_check_accepts_weak_priors_worse_than_the_mean_but_better_than_shuffled():
+    # n = 128 on |S| = 500: every held-out fit overfits, and a weak but honest prior (a
+    # nonlinear, noisy view of the same latent) is predicted worse than its mean. The
+    # permutation null tells it from noise; the plain "residual < 1" rule did not.
+    z = np.random.default_rng(0).normal(size=(500, 16))
+
+    def weak(seed: int, noise: float) -> np.ndarray:
+        r = np.random.default_rng(seed)
+        return (np.tanh(z @ r.normal(size=(16, 128)) / 3) + noise * r.normal(size=(500, 128))).astype(
+            np.float32
+        )
+
+    honest = [weak(s, noise=1.0) for s in range(1, 4)]
+    assert screening.held_out_residual(honest[0], honest[1]) > 1.0  # the old rule's false alarm
+    assert screening.check_information(honest[0], honest[1:]) is None
+    noise = np.random.default_rng(7).normal(size=(500, 128)).astype(np.float32)
+    reason = screening.check_information(noise, honest)
+    assert reason is not None and "shuffled rows" in reason
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_information_check_rejects_noise_for_every_seed(seed: int):
+    z = _latent()
+    honest = [_prior_view(z, s, noise=1.0) for s in range(1, 6)]
+    noise = np.random.default_rng(100 + seed).normal(size=(S, N)).astype(np.float32)
+    assert screening.check_information(noise, honest, seed=seed) is not None
