@@ -198,6 +198,16 @@ def _short(spec: str) -> str:
     return spec
 
 
+def _data_label(data: str) -> str:
+    """A short label for a data-set spec in plot titles: file name and subset size."""
+    head, _, query = data.partition("?")
+    name = Path(head.partition(":")[2] or head).name if ":" in head else head
+    opts = dict(kv.partition("=")[::2] for kv in query.split("&") if kv)
+    if opts.get("subset"):
+        return f"{name}, {int(opts['subset']):,}-image subset"
+    return name
+
+
 def _zoo_specs(zoo: str | None) -> list[tuple[str, str]]:
     """(spec, label kind) of every checkpoint listed in a zoo folder's ``zoo.json``."""
     import json
@@ -278,6 +288,23 @@ def analyze_uniformity(wb: Workbench) -> dict[str, Any]:
     return result
 
 
+def _annotate_without_overlap(ax: Any, points: list[tuple[float, float, str]], fontsize: int = 6) -> None:
+    """Label scatter points, pushing a label down below any earlier one it would overprint."""
+    ax.figure.canvas.draw()  # fixes the limits, so data -> pixel positions are final
+    to_px = ax.transData.transform
+    line_px = fontsize * ax.figure.dpi / 72 * 1.25
+    placed: list[tuple[float, float, float]] = []  # x0, x1, y of labels placed so far (pixels)
+    for x, y, text in sorted(points, key=lambda p: -p[1]):
+        px, py = to_px((x, y))
+        lx0, lx1 = px + 3, px + 3 + 0.6 * fontsize * ax.figure.dpi / 72 * len(text)
+        ly = py + 3
+        for x0, x1, yy in sorted(placed, key=lambda p: -p[2]):
+            if x0 < lx1 and lx0 < x1 and abs(ly - yy) < line_px:
+                ly = yy - line_px
+        placed.append((lx0, lx1, ly))
+        ax.annotate(text, (x, y), fontsize=fontsize, xytext=(3, ly - py), textcoords="offset pixels")
+
+
 def _plot_uniformity(path: Path, rows: list[dict[str, Any]], result: dict[str, Any], data: str) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.6, 5.0), dpi=130)
@@ -292,18 +319,11 @@ def _plot_uniformity(path: Path, rows: list[dict[str, Any]], result: dict[str, A
             label=kind,
             zorder=3,
         )
-    for r in rows:
-        ax.annotate(
-            _short(r[SPEC]),
-            (r[UNIFORMITY], 100 * r[PROBE_ACC]),
-            fontsize=6,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
+    _annotate_without_overlap(ax, [(r[UNIFORMITY], 100 * r[PROBE_ACC], _short(r[SPEC])) for r in rows])
     ax.set_xlabel("uniformity V of the prior's features on S (dimensionless; lower = more uniform)")
     ax.set_ylabel("linear-probe top-1 accuracy of the prior's features (%)")
     ax.set_title(
-        f"Uniformity vs prior quality on {_short(data)}: Spearman ρ = {result['spearman']:.2f} "
+        f"Uniformity vs prior quality on {_data_label(data)}: Spearman ρ = {result['spearman']:.2f} "
         f"(paper {PAPER_SPEARMAN})",
         fontsize=9,
     )
@@ -365,7 +385,7 @@ def _plot_alignment(path: Path, modes: dict[str, Any], data: str) -> None:
         ax.plot(curve[:, 0], 100 * curve[:, 1], "o-", ms=3, lw=2, color=f"C{i}", label=label)
     ax.set_xlabel("student training epoch")
     ax.set_ylabel("student linear-probe top-1 accuracy (%)")
-    ax.set_title(f"Alignment ablation on {_short(data)}", fontsize=10)
+    ax.set_title(f"Alignment ablation on {_data_label(data)}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     names = list(modes)
@@ -449,7 +469,7 @@ def _plot_shared_size(path: Path, rows: list[dict[str, Any]], data: str) -> None
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = g_ax.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower right")
-    ax.set_title(f"Shared-set size sweep on {_short(data)}", fontsize=10)
+    ax.set_title(f"Shared-set size sweep on {_data_label(data)}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -618,7 +638,7 @@ def _plot_mixes(path: Path, rows: list[dict[str, Any]], data: str) -> None:
     ax.set_xticks(x, names)
     ax.set_xlabel("prior mix")
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(f"Prior mixes on {_short(data)}", fontsize=10)
+    ax.set_title(f"Prior mixes on {_data_label(data)}", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     gx.bar(x - 0.2, [r[G_BEFORE] or 0.0 for r in rows], 0.4, color="0.6", label="before alignment")

@@ -163,7 +163,7 @@ def plot_evolution(path: Path, entries: Sequence[dict[str, Any]], title: str) ->
             )
     lines = ax.get_legend_handles_labels()
     g_lines = g_ax.get_legend_handles_labels()
-    ax.legend(lines[0] + g_lines[0], lines[1] + g_lines[1], fontsize=8, loc="lower right")
+    ax.legend(lines[0] + g_lines[0], lines[1] + g_lines[1], fontsize=8, loc="center left", framealpha=0.9)
     ax.set_title(title + "\n(↑p: participants that upgraded their prior that round)", fontsize=10, pad=14)
     fig.tight_layout()
     fig.savefig(path)

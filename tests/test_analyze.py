@@ -153,3 +153,30 @@ def test_cli_takes_the_analysis_name_first(tmp_path, monkeypatch, capsys):
     )
     main()
     assert json.loads((out / "tsne.json").read_text())["priors"] == ["counting:a", "counting:b"]
+
+
+def test_plot_titles_name_the_data_set_briefly():
+    from simulations.analyze import _data_label
+
+    assert (
+        _data_label("npz:/data/cifar10/train.npz?subset=10000&subset-seed=0")
+        == "train.npz, 10,000-image subset"
+    )
+    assert _data_label("npz:/data/cifar10/test.npz") == "test.npz"
+    assert _data_label("digits") == "digits"
+
+
+def test_scatter_labels_of_coincident_points_do_not_overprint():
+    from simulations.analyze import _annotate_without_overlap
+    from simulations.common import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    ax.scatter([0.0, 0.001, 1.0], [10.0, 10.0, 20.0])
+    _annotate_without_overlap(
+        ax, [(0.0, 10.0, "first prior"), (0.001, 10.0, "second prior"), (1.0, 20.0, "far")]
+    )
+    fig.canvas.draw()
+    boxes = {t.get_text(): t.get_window_extent() for t in ax.texts}
+    assert not boxes["first prior"].overlaps(boxes["second prior"])
+    plt.close(fig)
