@@ -35,6 +35,7 @@ after the last finished phase and produces the same merged data set.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import resource
 import time
@@ -985,7 +986,15 @@ class CoOptStrategy:
         return summary
 
 
-_LIBC: Any = None
+@functools.cache
+def _libc() -> Any:
+    """glibc, for ``malloc_trim``; ``None`` where it is not the C library."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def _trim_heap() -> None:
@@ -995,15 +1004,9 @@ def _trim_heap() -> None:
     glibc keeps: without a trim the platform's resident memory creeps up by a part or so per
     upload, and its peak with it.
     """
-    global _LIBC
-    if _LIBC is None:
-        try:
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def _current_rss_mb() -> float:
