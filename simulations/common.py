@@ -144,7 +144,12 @@ def student_accuracy(
             student["train"], seed, device, eval_at_s=eval_at, checkpoint_dir=ckpt if per_epoch else None
         )
         res = train_student(
-            model, images, np.asarray(targets, dtype=np.float32), cfg, evaluate=lambda: probe(model.backbone)
+            model,
+            images,
+            np.asarray(targets, dtype=np.float32),
+            cfg,
+            evaluate=lambda: probe(model.backbone),
+            center=bool(student.get("center_targets", True)),
         )
         record: dict[str, Any] = {
             "final_acc": float(res.final_acc),

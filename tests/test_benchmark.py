@@ -9,10 +9,12 @@ import pytest
 
 from simulations.benchmark import (
     aggregate,
+    best_ssl,
     markdown_table,
     ordered,
     time_to_reach,
     times_to_byol_final,
+    times_to_final,
     write_report,
 )
 
@@ -48,6 +50,14 @@ def test_times_to_byol_final():
     assert times_to_byol_final({"coopt": {"final_acc": 1, "curve": []}}) == {}
 
 
+def test_best_ssl_and_time_to_its_final():
+    methods = _result(0, 0.6, 0.4)["methods"]
+    assert best_ssl(methods) == "byol"  # 0.40 > simclr's 0.38; coopt variants are not baselines
+    assert times_to_final(methods, "simclr") == {"byol": 400.0, "coopt": 100.0, "simclr": 400.0}
+    assert times_to_final(methods, "dino") == {}
+    assert best_ssl({"coopt": methods["coopt"]}) is None
+
+
 def test_ordered_puts_coopt_variants_first():
     assert ordered(["swav", "byol", "coopt-weak", "coopt", "simclr"]) == [
         "coopt",
@@ -62,15 +72,17 @@ def test_aggregate_and_table_over_seeds():
     results = [_result(0, 0.60, 0.40), _result(1, 0.62, 0.42)]
     for r in results:
         r["time_to_byol_final"] = times_to_byol_final(r["methods"])
+        r["best_ssl"] = best_ssl(r["methods"])
+        r["time_to_best_ssl_final"] = times_to_final(r["methods"], r["best_ssl"])
     agg = aggregate(results)
     assert agg["coopt"]["acc_mean"] == pytest.approx(0.61)
     assert agg["coopt"]["acc_std"] == pytest.approx(0.01)
     assert agg["coopt"]["seeds"] == 2 and agg["coopt"]["time_to_byol_final_mean"] == 100.0
     assert math.isnan(agg["simclr"]["time_to_byol_final_mean"])
     table = markdown_table(results)
-    assert "| coopt | 61.0 ± 1.0 | 400 | 100 | +20.0 |" in table
-    assert "| simclr | 38.0 ± 0.0 | 400 | never |" in table
-    assert "Seeds: [0, 1]" in table
+    assert "| coopt | 61.0 ± 1.0 | 400 | 100 | 100 | +20.0 |" in table
+    assert "| simclr | 38.0 ± 0.0 | 400 | never | never |" in table
+    assert "Seeds: [0, 1]; profile: cpu; best SSL baseline: byol." in table
 
 
 def test_write_report_files(tmp_path):
@@ -145,5 +157,6 @@ def test_benchmark_runs_end_to_end_on_tiny_data(tmp_path, monkeypatch):
     d = on_disk["data_optimization"]
     assert d["participants"] == 2 and d["collaborative_seconds"] > 0 and d["sequential_seconds"] > 0
     assert set(on_disk["time_to_byol_final"]) == {"coopt", "byol"}
+    assert on_disk["best_ssl"] == "byol" and set(on_disk["time_to_best_ssl_final"]) == {"coopt", "byol"}
     assert results["methods"].keys() == on_disk["methods"].keys()
     assert {p.name for p in out.iterdir()} >= {"results.json", "results.csv", "curves.png", "table.md"}

@@ -17,6 +17,7 @@ from coopt_flwr.student import (
     CIFAR_RESNET10,
     Student,
     apply_cifar_stem,
+    center_targets,
     channel_stats,
     cosine_regression_loss,
     create_backbone,
@@ -128,6 +129,19 @@ def test_cosine_regression_loss() -> None:
     assert float(cosine_regression_loss(-y, y)) == pytest.approx(2.0, abs=1e-6)
 
 
+def test_center_targets_removes_the_mean_and_only_the_mean() -> None:
+    rng = np.random.default_rng(0)
+    t = rng.standard_normal((50, 6)).astype(np.float32)
+    offset = 5.0 * rng.standard_normal(6).astype(np.float32)
+    c = center_targets(t + offset)
+    assert c.dtype == np.float32 and c.shape == t.shape
+    np.testing.assert_allclose(c.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(c, center_targets(t), atol=1e-5)  # blind to a shared offset
+    np.testing.assert_allclose(c[1:] - c[:-1], t[1:] - t[:-1], atol=1e-5)  # differences kept
+    with pytest.raises(ValueError, match="shape"):
+        center_targets(t[0])
+
+
 @pytest.fixture(scope="module")
 def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     data = create_dataset("digits")
@@ -183,6 +197,25 @@ def test_train_student_is_deterministic_and_checkpoints(
     restored = Student.create(CIFAR_RESNET10, 32, seed=9)
     load_checkpoint(c0 / "last.pt", [restored])
     assert torch.equal(restored.head.weight, s0.head.weight)
+
+
+def test_train_student_centers_targets_unless_told_not_to(
+    digits: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    images, _, targets = digits
+    images, targets = images[:256], targets[:256]
+    offset = np.full(targets.shape[1], 20.0, dtype=np.float32)  # a shared direction, as post-ReLU
+    cfg = TrainConfig(epochs=1, batch_size=64, progress=False, device="cpu")
+
+    def losses(t: np.ndarray, center: bool) -> list[float]:
+        student = Student.create(CIFAR_RESNET10, 32, seed=0)
+        return train_student(student, images, t, cfg, center=center).losses
+
+    centered = losses(targets, True)
+    np.testing.assert_allclose(losses(targets + offset, True), centered, rtol=1e-4)
+    # Uncentered, the offset dominates the cosine: the loss is already near 0 and tells little.
+    raw = losses(targets + offset, False)
+    assert raw[0] < 0.5 * centered[0]
 
 
 def test_train_student_validates_targets(digits: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
