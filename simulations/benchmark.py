@@ -175,6 +175,11 @@ def plot_curves(path: Path, result: dict[str, Any]) -> None:
         ax.axhline(
             100 * result["methods"]["byol"]["final_acc"], color="gray", lw=0.8, ls=":", label="BYOL final"
         )
+    best = best_ssl(result["methods"])
+    if best not in (None, "byol"):
+        ax.axhline(
+            100 * result["methods"][best]["final_acc"], color="black", lw=0.8, ls=":", label=f"{best} final"
+        )
     ax.set_xlabel("student training wall-clock time (s)")
     ax.set_ylabel("linear-probe top-1 accuracy (%)")
     ax.set_title(f"CoOpt vs SSL, profile {result['profile']}, seed {result['seed']}")
