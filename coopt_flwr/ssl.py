@@ -89,6 +89,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -462,7 +463,7 @@ def _forward_grouped(fn: Callable[[Tensor], Tensor], views: Sequence[Tensor]) ->
     return outs
 
 
-class SSLMethod(nn.Module):
+class SSLMethod(nn.Module, ABC):
     """A self-supervised method around a shared student ``backbone``.
 
     Attributes: ``name``; ``backbone`` (the very module passed to :func:`create_ssl`; it is what
@@ -512,9 +513,9 @@ class SSLMethod(nn.Module):
             update_momentum(online, ema, m)
         self.momentum = m
 
+    @abstractmethod
     def trainable_modules(self) -> list[nn.Module]:
         """Backbone and heads: the modules whose parameters the optimizer updates."""
-        raise NotImplementedError
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(online, momentum copy) pairs that :meth:`after_step` updates."""
@@ -560,8 +561,9 @@ class SSLMethod(nn.Module):
         return x.contiguous(memory_format=torch.channels_last)
 
     # -- internals ----------------------------------------------------------
+    @abstractmethod
     def _loss(self, views: list[Tensor], progress: float) -> Tensor:
-        raise NotImplementedError
+        """The method's loss on one batch of views (a scalar tensor)."""
 
     def _follow_device(self, device: torch.device) -> None:
         # The training loop moves trainable_modules(); momentum copies and loss buffers follow here.

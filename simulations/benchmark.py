@@ -58,6 +58,11 @@ def time_to_reach(curve: Sequence[Sequence[float]], target: float) -> float | No
     return None
 
 
+def is_coopt(name: str) -> bool:
+    """Whether a method name is a CoOpt variant (``coopt``, ``coopt-weak``, ...), not a baseline."""
+    return name.startswith("coopt")
+
+
 def times_to_final(methods: dict[str, dict[str, Any]], reference: str) -> dict[str, float | None]:
     """Time each method needs to reach ``reference``'s final accuracy (empty without it)."""
     if reference not in methods:
@@ -78,14 +83,14 @@ def best_ssl(methods: dict[str, dict[str, Any]]) -> str | None:
     method "reaches" it at 0 s); the best baseline's final accuracy is the bar that still
     separates methods, so the report gives the time to reach it as well.
     """
-    ssl = [n for n in methods if not n.startswith("coopt")]
+    ssl = [n for n in methods if not is_coopt(n)]
     return max(ssl, key=lambda n: methods[n]["final_acc"]) if ssl else None
 
 
 def ordered(names: Sequence[str]) -> list[str]:
     """CoOpt variants first, then the SSL methods in the paper's order."""
     rank = {n: i for i, n in enumerate(METHOD_ORDER)}
-    return sorted(names, key=lambda n: (rank.get(n, 0.5 if n.startswith("coopt") else 99), n))
+    return sorted(names, key=lambda n: (rank.get(n, 0.5 if is_coopt(n) else 99), n))
 
 
 def aggregate(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -169,7 +174,7 @@ def plot_curves(path: Path, result: dict[str, Any]) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=130)
     for name in ordered(list(result["methods"])):
         curve = np.asarray(result["methods"][name]["curve"], dtype=float)
-        style = {"lw": 2.6} if name.startswith("coopt") else {"lw": 1.4, "ls": "--"}
+        style = {"lw": 2.6} if is_coopt(name) else {"lw": 1.4, "ls": "--"}
         ax.plot(curve[:, 0], 100 * curve[:, 1], marker="o", ms=3, label=name, **style)
     if "byol" in result["methods"]:
         ax.axhline(
