@@ -327,8 +327,8 @@ def center_targets(targets: np.ndarray) -> np.ndarray:
     share a direction holding ~37 % of their energy, mean pairwise cosine 0.37). Under a cosine
     loss that common direction is the easiest thing to predict and carries no information about
     the image; removing it leaves the loss to the directions that tell images apart. In the
-    benchmark's cpu profile (CIFAR-10, Lite0 160 px targets, 400 s of training) centering lifts
-    the student's linear probe from 45.0 % to 54.8 % (docs/BENCHMARKS.md).
+    benchmark's cpu profile (CIFAR-10, Lite0 160 px targets, 400 s of SGD training) centering
+    lifts the student's linear probe from 45.0 % to 54.8 % (docs/BENCHMARKS.md).
     """
     targets = np.asarray(targets, dtype=np.float32)
     if targets.ndim != 2:
