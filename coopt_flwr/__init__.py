@@ -1,8 +1,8 @@
 """CoOpt: collaborative unlabeled data optimization on Flower.
 
-The pure mathematics lives in :mod:`coopt_flwr.projection`, :mod:`coopt_flwr.uniformity`,
-:mod:`coopt_flwr.alignment` and :mod:`coopt_flwr.inconsistency`; the registries in
-:mod:`coopt_flwr.priors` and :mod:`coopt_flwr.datasets`; the Flower apps in
+The pure mathematics lives in :mod:`coopt_flwr.protocol.projection`, :mod:`coopt_flwr.protocol.uniformity`,
+:mod:`coopt_flwr.protocol.alignment` and :mod:`coopt_flwr.protocol.inconsistency`; the registries in
+:mod:`coopt_flwr.registry.priors` and :mod:`coopt_flwr.registry.datasets`; the Flower apps in
 :mod:`coopt_flwr.server_app` and :mod:`coopt_flwr.client_app`.
 """
 

@@ -25,12 +25,12 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from coopt_flwr import protocol as P
 from coopt_flwr.config import Settings
-from coopt_flwr.datasets import ImageData, create_dataset
-from coopt_flwr.evolution import parse_path
-from coopt_flwr.participant import FeatureCache, aligned_upload, uniformity_report
-from coopt_flwr.priors import create_prior
+from coopt_flwr.protocol import messages as P
+from coopt_flwr.protocol.evolution import parse_path
+from coopt_flwr.protocol.participant import FeatureCache, aligned_upload, uniformity_report
+from coopt_flwr.registry.datasets import ImageData, create_dataset
+from coopt_flwr.registry.priors import create_prior
 
 _CACHE_RECORD = "coopt-feature-cache"
 _CACHE_META = "coopt-feature-cache-meta"

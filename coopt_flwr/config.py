@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from coopt_flwr.evolution import format_path, parse_path
+from coopt_flwr.protocol.evolution import format_path, parse_path
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -83,7 +83,7 @@ class Settings:
     """Validated run settings (see :data:`DEFAULTS` for the keys).
 
     ``priors`` holds the configured entries as given, each a prior spec or an evolution path
-    ``"a > b > c"`` (:mod:`coopt_flwr.evolution`); ``paths`` the same entries split into stages.
+    ``"a > b > c"`` (:mod:`coopt_flwr.protocol.evolution`); ``paths`` the same entries split into stages.
     """
 
     num_rounds: int

@@ -9,7 +9,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from coopt_flwr.config import Settings
-from coopt_flwr.datasets import create_dataset
+from coopt_flwr.registry.datasets import create_dataset
 from strategies.coopt import CoOptStrategy, RoundHook
 
 

@@ -26,7 +26,7 @@
     ``mixes.student=true``, the student's linear-probe accuracy at the benchmark's budget.
 
 Every analysis embeds D once per prior and replays the protocol's steps in process with the
-protocol's own functions (:mod:`coopt_flwr.analysis`, checked against the Flower strategy in
+protocol's own functions (:mod:`coopt_flwr.protocol.replay`, checked against the Flower strategy in
 the tests); participant k's prior is built with seed ``seed + k`` as the ClientApp does.
 """
 
@@ -43,7 +43,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from coopt_flwr.storage import write_json
+from coopt_flwr.store.storage import write_json
 from simulations.common import CONF_DIR, dataset_spec, probe_sets, pyplot, student_accuracy, write_csv
 
 CONF_PATH = str(CONF_DIR / "analyze")
@@ -82,8 +82,8 @@ class Workbench:
     """
 
     def __init__(self, cfg: DictConfig, log: Callable[[str], None] = print) -> None:
-        from coopt_flwr.datasets import create_dataset, shared_subset
-        from coopt_flwr.quality import probe_split
+        from coopt_flwr.learn.quality import probe_split
+        from coopt_flwr.registry.datasets import create_dataset, shared_subset
 
         self.cfg = cfg
         self.log = log
@@ -116,7 +116,7 @@ class Workbench:
     # -- features ----------------------------------------------------------------
     def embedded(self, spec: str, participant: int) -> Any:
         """All of D embedded with participant ``participant``'s prior ``spec`` (cached)."""
-        from coopt_flwr.analysis import embed_prior
+        from coopt_flwr.protocol.replay import embed_prior
 
         key = (spec, self.seed + participant)
         if key not in self._features:
@@ -141,7 +141,7 @@ class Workbench:
 
     def merge(self, specs: Sequence[str], mode: str = "best", shared_ids: np.ndarray | None = None) -> Any:
         """Replay a protocol round with participant k holding ``specs[k]``."""
-        from coopt_flwr.analysis import merge_targets, project_all
+        from coopt_flwr.protocol.replay import merge_targets, project_all
 
         embedded = [self.embedded(s, k) for k, s in enumerate(specs)]
         return merge_targets(
@@ -159,7 +159,7 @@ class Workbench:
     # -- quality -----------------------------------------------------------------
     def target_probe(self, targets: np.ndarray) -> float:
         """Linear probe on the merged targets themselves (seeded split of D)."""
-        from coopt_flwr.quality import target_probe_accuracy
+        from coopt_flwr.learn.quality import target_probe_accuracy
 
         return target_probe_accuracy(targets, self.data.labels, self.split, np.isfinite(targets).all(axis=1))
 
@@ -228,11 +228,11 @@ def _embed_images(prior: Any, images: np.ndarray, labels: np.ndarray, batch: int
 
 def analyze_uniformity(wb: Workbench) -> dict[str, Any]:
     """Uniformity against the linear-probe accuracy of each prior's own features."""
-    from coopt_flwr.priors import clear_prior_cache, create_prior
-    from coopt_flwr.probe import linear_probe
-    from coopt_flwr.projection import project, projection_matrix
-    from coopt_flwr.quality import spearman
-    from coopt_flwr.uniformity import uniformity
+    from coopt_flwr.learn.probe import linear_probe
+    from coopt_flwr.learn.quality import spearman
+    from coopt_flwr.protocol.projection import project, projection_matrix
+    from coopt_flwr.protocol.uniformity import uniformity
+    from coopt_flwr.registry.priors import clear_prior_cache, create_prior
 
     cfg = wb.cfg.uniformity
     pool = [(str(s), None) for s in cfg.pool] + _zoo_specs(cfg.zoo)
@@ -336,7 +336,7 @@ def _plot_uniformity(path: Path, rows: list[dict[str, Any]], result: dict[str, A
 
 def analyze_alignment(wb: Workbench) -> dict[str, Any]:
     """Student probe curves per epoch: no alignment vs anchor = worst / medium / best prior."""
-    from coopt_flwr.analysis import ANCHOR_MODES
+    from coopt_flwr.protocol.replay import ANCHOR_MODES
 
     cfg = wb.cfg.alignment
     specs = [str(s) for s in cfg.priors]
@@ -411,7 +411,7 @@ def _plot_alignment(path: Path, modes: dict[str, Any], data: str) -> None:
 
 def analyze_shared_size(wb: Workbench) -> dict[str, Any]:
     """Sweep of the shared-set fraction |S|/|D| with the protocol's anchor (best V)."""
-    from coopt_flwr.datasets import shared_subset
+    from coopt_flwr.registry.datasets import shared_subset
 
     cfg = wb.cfg.shared_size
     specs = [str(s) for s in cfg.priors]
@@ -479,9 +479,9 @@ def analyze_tsne(wb: Workbench) -> dict[str, Any]:
     """t-SNE of two participants' targets before and after alignment."""
     from sklearn.manifold import TSNE
 
-    from coopt_flwr.analysis import project_all
-    from coopt_flwr.datasets import shard_split
-    from coopt_flwr.uniformity import normalize_rows
+    from coopt_flwr.protocol.replay import project_all
+    from coopt_flwr.protocol.uniformity import normalize_rows
+    from coopt_flwr.registry.datasets import shard_split
 
     cfg = wb.cfg.tsne
     specs = [str(s) for s in cfg.priors]

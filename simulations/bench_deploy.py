@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coopt_flwr.storage import load_optimized, write_json
+from coopt_flwr.store.storage import load_optimized, write_json
 from simulations.federation import Federation, Node, demo_nodes, split_npz
 
 BASE = {"target-dim": 64, "step-timeout": 300.0, "node-wait-timeout": 120.0}

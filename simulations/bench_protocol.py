@@ -19,16 +19,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coopt_flwr.report import table
-from coopt_flwr.storage import write_json
+from coopt_flwr.store.report import table
+from coopt_flwr.store.storage import write_json
 
 
 def sequential_seconds(data_spec: str, prior_spec: str, seed: int, threads: int = 1) -> float:
     """Wall time for one party to embed every image of ``data_spec`` with ``prior_spec``."""
     import torch
 
-    from coopt_flwr.datasets import create_dataset
-    from coopt_flwr.priors import create_prior
+    from coopt_flwr.registry.datasets import create_dataset
+    from coopt_flwr.registry.priors import create_prior
 
     data = create_dataset(data_spec)
     prior = create_prior(prior_spec, seed=seed, device="cpu")

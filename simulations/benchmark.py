@@ -34,7 +34,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from coopt_flwr.storage import write_json
+from coopt_flwr.store.storage import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_PATH = str(ROOT / "conf")
@@ -209,7 +209,7 @@ def _train_spec(cfg: DictConfig) -> str:
 
 
 def _train_config(cfg: DictConfig, overrides: dict[str, Any] | None = None):
-    from coopt_flwr.training import TrainConfig
+    from coopt_flwr.learn.training import TrainConfig
 
     t = dict(OmegaConf.to_container(cfg.train, resolve=True))  # type: ignore[arg-type]
     t.update(overrides or {})
@@ -252,8 +252,8 @@ def run_protocol(cfg: DictConfig, name: str, mix: str, out: Path) -> dict[str, A
 
 def sequential_embedding_seconds(cfg: DictConfig, prior_spec: str) -> float:
     """Wall time for one party to embed the whole unlabeled set with one prior, alone."""
-    from coopt_flwr.datasets import create_dataset
-    from coopt_flwr.priors import create_prior
+    from coopt_flwr.registry.datasets import create_dataset
+    from coopt_flwr.registry.priors import create_prior
 
     data = create_dataset(_train_spec(cfg))
     prior = create_prior(prior_spec, seed=int(cfg.seed), device=str(cfg.device) or None)
@@ -299,12 +299,12 @@ def _method_record(res: Any) -> dict[str, Any]:
 
 def run_benchmark(cfg: DictConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every method of the profile and write the results; returns ``results.json``."""
-    from coopt_flwr.datasets import create_dataset
-    from coopt_flwr.probe import LinearProbe
-    from coopt_flwr.ssl import create_ssl
-    from coopt_flwr.storage import load_optimized
-    from coopt_flwr.student import Student, create_backbone, train_student
-    from coopt_flwr.training import fit
+    from coopt_flwr.learn.probe import LinearProbe
+    from coopt_flwr.learn.ssl import create_ssl
+    from coopt_flwr.learn.student import Student, create_backbone, train_student
+    from coopt_flwr.learn.training import fit
+    from coopt_flwr.registry.datasets import create_dataset
+    from coopt_flwr.store.storage import load_optimized
 
     out = Path(str(cfg["output-dir"])).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -75,8 +75,8 @@ def _cell(value: Any) -> Any:
 
 
 def train_config(train: Mapping[str, Any], seed: int, device: str | None, **extra: Any) -> Any:
-    """A :class:`coopt_flwr.training.TrainConfig` from a profile's ``train`` block."""
-    from coopt_flwr.training import TrainConfig
+    """A :class:`coopt_flwr.learn.training.TrainConfig` from a profile's ``train`` block."""
+    from coopt_flwr.learn.training import TrainConfig
 
     keys = ("epochs", "time_budget_s", "batch_size", "optimizer", "lr", "weight_decay", "warmup_frac")
     return TrainConfig(
@@ -91,8 +91,8 @@ def make_probe(
     test_labels: np.ndarray,
     device: str | None,
 ) -> Any:
-    """A :class:`coopt_flwr.probe.LinearProbe` (normalization from the probe-train images)."""
-    from coopt_flwr.probe import LinearProbe
+    """A :class:`coopt_flwr.learn.probe.LinearProbe` (normalization from the probe-train images)."""
+    from coopt_flwr.learn.probe import LinearProbe
 
     return LinearProbe(train_images, train_labels, test_images, test_labels, device=device or None)
 
@@ -131,8 +131,8 @@ def student_accuracy(
     """
     import tempfile
 
-    from coopt_flwr.student import Student, train_student
-    from coopt_flwr.training import CHECKPOINT_EPOCH, load_checkpoint
+    from coopt_flwr.learn.student import Student, train_student
+    from coopt_flwr.learn.training import CHECKPOINT_EPOCH, load_checkpoint
 
     model = Student.create(
         str(student["arch"]), targets.shape[1], cifar_stem=bool(student["cifar_stem"]), seed=seed
@@ -197,8 +197,8 @@ def probe_sets(
 ) -> ProbeSets:
     """Probe sets for a labeled data set: a seeded part of it to train the probe, and the
     test set ``test_spec`` (capped, seeded) or, without one, the held-out rest of ``data``."""
-    from coopt_flwr.datasets import create_dataset
-    from coopt_flwr.quality import probe_split
+    from coopt_flwr.learn.quality import probe_split
+    from coopt_flwr.registry.datasets import create_dataset
 
     if data.labels is None:
         raise ValueError(f"{data.name}: a linear probe needs labels")

@@ -31,7 +31,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from coopt_flwr.storage import write_json
+from coopt_flwr.store.storage import write_json
 from simulations.common import CONF_DIR, dataset_spec, make_probe, pyplot, student_accuracy, write_csv
 
 CONF_PATH = str(CONF_DIR / "evolve")
@@ -173,8 +173,8 @@ def plot_evolution(path: Path, entries: Sequence[dict[str, Any]], title: str) ->
 
 def run_evolution(cfg: DictConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run the rounds and write the outputs; returns the evolution.json entries."""
-    from coopt_flwr.datasets import create_dataset
-    from coopt_flwr.quality import probe_split, target_probe_accuracy
+    from coopt_flwr.learn.quality import probe_split, target_probe_accuracy
+    from coopt_flwr.registry.datasets import create_dataset
     from simulations.run import launch
 
     out = Path(str(cfg["output-dir"])).expanduser().resolve()
@@ -248,7 +248,7 @@ def _csv_row(e: dict[str, Any]) -> dict[str, Any]:
 def _student_probe(cfg: DictConfig, data: Any, split: Any) -> Any:
     """The student's linear probe: labeled probe-train images of D, and the test set (or the
     held-out part of D when the profile has no test set)."""
-    from coopt_flwr.datasets import create_dataset
+    from coopt_flwr.registry.datasets import create_dataset
 
     n = min(int(cfg.student.probe_train), len(split.train))
     train_ids = split.train[:n]

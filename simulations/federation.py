@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from coopt_flwr import protocol as P
-from coopt_flwr.credentials import make_node_key, make_tls
-from coopt_flwr.report import format_summary
-from coopt_flwr.storage import CHECKPOINT_FILE, SUMMARY_FILE
+from coopt_flwr.protocol import messages as P
+from coopt_flwr.store.credentials import make_node_key, make_tls
+from coopt_flwr.store.report import format_summary
+from coopt_flwr.store.storage import CHECKPOINT_FILE, SUMMARY_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -393,7 +393,7 @@ def descendants(pid: int) -> list[int]:
 # ---------------------------------------------------------------------------- demo data
 def split_npz(source: str, parts: int, out_dir: Path, seed: int = 0) -> list[Path]:
     """Split a registered data set into ``parts`` npz files, one institution's data each."""
-    from coopt_flwr.datasets import create_dataset
+    from coopt_flwr.registry.datasets import create_dataset
 
     data = create_dataset(source)
     order = np.random.default_rng(seed).permutation(len(data))

@@ -22,8 +22,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from coopt_flwr.config import Settings
-from coopt_flwr.evolution import format_path
-from coopt_flwr.storage import SUMMARY_FILE
+from coopt_flwr.protocol.evolution import format_path
+from coopt_flwr.store.storage import SUMMARY_FILE
 
 if TYPE_CHECKING:
     from strategies.coopt import RoundHook

@@ -5,8 +5,8 @@
     python -m simulations.zoo arch=resnet10t size=64 paradigms=[byol]     # any timm architecture
 
 For each paradigm (``supervised``: cross-entropy on the labels of the prior data set;
-``byol``: BYOL from :mod:`coopt_flwr.ssl`, labels unused) a timm backbone ``arch`` is trained
-from a seeded random init with the shared loop :func:`coopt_flwr.training.fit`, at the input
+``byol``: BYOL from :mod:`coopt_flwr.learn.ssl`, labels unused) a timm backbone ``arch`` is trained
+from a seeded random init with the shared loop :func:`coopt_flwr.learn.training.fit`, at the input
 size ``size`` and with the normalization the prior registry applies to that architecture, so
 that the saved weights mean the same thing when loaded as a prior. The checkpoints of the
 epochs in ``weak_epochs`` are kept as weak priors, the last epoch as the trained prior.
@@ -32,7 +32,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from coopt_flwr.storage import write_json
+from coopt_flwr.store.storage import write_json
 from simulations.common import CONF_DIR, dataset_spec, probe_sets, pyplot, train_config, write_csv
 
 CONF_PATH = str(CONF_DIR / "zoo")
@@ -108,7 +108,7 @@ def _supervised(
     import torch.nn.functional as F
     from torch import nn
 
-    from coopt_flwr.training import augment_crop_flip
+    from coopt_flwr.learn.training import augment_crop_flip
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
@@ -134,7 +134,7 @@ def _supervised(
 
 
 def _byol(backbone: Any, dim: int, size: int, seed: int) -> tuple[Callable, list, Callable]:
-    from coopt_flwr.ssl import create_ssl
+    from coopt_flwr.learn.ssl import create_ssl
 
     mean, std = _normalization(backbone)
     method = create_ssl(
@@ -167,7 +167,7 @@ def train_prior(
     arch, size
         timm architecture and the input size (px) it is trained and used at.
     data
-        The labeled prior data set (:class:`coopt_flwr.datasets.ImageData`).
+        The labeled prior data set (:class:`coopt_flwr.registry.datasets.ImageData`).
     train
         A profile ``train`` block (optimizer, lr, batch size ...; the epochs come from ``epochs``).
     epochs, weak_epochs
@@ -177,8 +177,8 @@ def train_prior(
     """
     from safetensors.torch import save_file
 
-    from coopt_flwr.student import create_backbone
-    from coopt_flwr.training import CHECKPOINT_EPOCH, fit, load_checkpoint
+    from coopt_flwr.learn.student import create_backbone
+    from coopt_flwr.learn.training import CHECKPOINT_EPOCH, fit, load_checkpoint
 
     if paradigm not in PARADIGMS:
         raise ValueError(f"unknown paradigm {paradigm!r}; choose from {PARADIGMS}")
@@ -227,8 +227,8 @@ def train_prior(
 
 def prior_probe(sets: Any, seed: int, device: str | None, batch_size: int = 256) -> Callable[[str], float]:
     """``evaluate(spec)``: build the prior from its spec, embed the probe sets, fit the probe."""
-    from coopt_flwr.priors import clear_prior_cache, create_prior
-    from coopt_flwr.probe import linear_probe
+    from coopt_flwr.learn.probe import linear_probe
+    from coopt_flwr.registry.priors import clear_prior_cache, create_prior
 
     def evaluate(spec: str) -> float:
         prior = create_prior(spec, seed=seed, batch_size=batch_size, device=device or None)
@@ -275,7 +275,7 @@ def plot_zoo(path: Path, records: Sequence[dict[str, Any]], title: str) -> Path:
 
 def run_zoo(cfg: DictConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Train every paradigm of the profile; writes the checkpoints and the zoo files."""
-    from coopt_flwr.datasets import create_dataset
+    from coopt_flwr.registry.datasets import create_dataset
 
     out = Path(str(cfg["output-dir"])).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)

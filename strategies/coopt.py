@@ -8,7 +8,8 @@ through a :class:`flwr.serverapp.Grid` directly:
     broadcast / aligned upload → merge (→ reassignment of shards whose owner failed) → write D'
     and the summary.
 
-Continuous optimization: from round 2 on, a seeded draw (:func:`coopt_flwr.evolution.choose_upgrades`)
+Continuous optimization: from round 2 on, a seeded draw
+(:func:`coopt_flwr.protocol.evolution.choose_upgrades`)
 moves about ``upgrade-fraction`` of the participants one stage along their evolution path of
 priors; every message carries the stage of every partition, so an upgraded participant embeds
 with its new prior while the others reuse their cached features. Uniformity is re-reported,
@@ -34,28 +35,27 @@ after the last finished phase and produces the same merged data set.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import json
 import resource
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
-from coopt_flwr import protocol as P
-from coopt_flwr import screening
 from coopt_flwr.config import Settings
-from coopt_flwr.datasets import ImageData, shard_split, shared_subset
-from coopt_flwr.evolution import choose_upgrades
-from coopt_flwr.inconsistency import inconsistency
-from coopt_flwr.merge import MergedTargets, ReplyError, check_ids, check_targets
-from coopt_flwr.report import format_summary
-from coopt_flwr.storage import (
+from coopt_flwr.devices import current_rss_mb, trim_heap
+from coopt_flwr.protocol import messages as P
+from coopt_flwr.protocol import screening
+from coopt_flwr.protocol.evolution import choose_upgrades
+from coopt_flwr.protocol.inconsistency import inconsistency
+from coopt_flwr.protocol.merge import MergedTargets, ReplyError, check_ids, check_targets
+from coopt_flwr.protocol.uniformity import uniformity
+from coopt_flwr.registry.datasets import ImageData, shard_split, shared_subset
+from coopt_flwr.store.report import format_summary
+from coopt_flwr.store.storage import (
     CHECKPOINT_FILE,
     OPTIMIZED_FILE,
     SUMMARY_FILE,
@@ -63,7 +63,6 @@ from coopt_flwr.storage import (
     write_json,
     write_tensors,
 )
-from coopt_flwr.uniformity import uniformity
 
 CHECKPOINT_FORMAT = 1
 # Settings that must match for a checkpoint to be resumed (num-rounds may grow: more rounds).
@@ -231,7 +230,7 @@ class CoOptStrategy:
         self.node_partitions: dict[int, int] = {}  # node id -> partition it last reported
         self.round_summaries: list[dict[str, Any]] = []
         self.resumes: list[dict[str, Any]] = []  # where each restart picked up the run
-        self._baseline_rss_mb = _current_rss_mb()
+        self._baseline_rss_mb = current_rss_mb()
 
     # ------------------------------------------------------------------ transport
     def _exchange(
@@ -281,7 +280,7 @@ class CoOptStrategy:
                     on_reply(node, reply)
                     wait = self.poll_interval
                 del reply
-                _trim_heap()
+                trim_heap()
             if pending:
                 time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
                 wait = min(wait * 1.5, 1.0)
@@ -984,35 +983,3 @@ class CoOptStrategy:
         if self.local:
             summary["id-namespace"] = self.namespace
         return summary
-
-
-@functools.cache
-def _libc() -> Any:
-    """glibc, for ``malloc_trim``; ``None`` where it is not the C library."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim.argtypes = [ctypes.c_size_t]
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-def _trim_heap() -> None:
-    """Hand freed heap memory back to the OS after a reply (glibc; a no-op elsewhere).
-
-    gRPC and the message inflation free their buffers on other threads' malloc arenas, which
-    glibc keeps: without a trim the platform's resident memory creeps up by a part or so per
-    upload, and its peak with it.
-    """
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-def _current_rss_mb() -> float:
-    """Resident memory of this process now, in MiB (0 where /proc is not available)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return pages * resource.getpagesize() / 2**20

@@ -16,8 +16,8 @@ from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 
-from coopt_flwr.priors import Prior, list_priors, register_prior
-from coopt_flwr.spec import Spec, check_options, require_arg
+from coopt_flwr.registry.priors import Prior, list_priors, register_prior
+from coopt_flwr.registry.spec import Spec, check_options, require_arg
 
 SERVER_NODE_ID = 1
 

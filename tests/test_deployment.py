@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from coopt_flwr.storage import load_optimized
+from coopt_flwr.store.storage import load_optimized
 from simulations.federation import Federation, Node, alive, split_npz
 
 pytestmark = pytest.mark.deployment

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coopt_flwr.storage import load_optimized
+from coopt_flwr.store.storage import load_optimized
 from simulations.superlink import local_superlink_pids, stop_local_superlink
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,227 @@
+"""A participant's side of the protocol, free of Flower: embed, project, report, align.
+
+The Flower ClientApp (:mod:`coopt_flwr.client_app`) only unpacks messages, calls these
+functions and packs the replies; everything here is testable with plain arrays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from coopt_flwr.protocol.alignment import Alignment, fit_alignment
+from coopt_flwr.protocol.projection import project, projection_matrix
+from coopt_flwr.protocol.uniformity import uniformity
+from coopt_flwr.registry.datasets import ImageData
+from coopt_flwr.registry.priors import Prior
+
+
+@dataclass
+class FeatureCache:
+    """Features of one prior by sample id, kept across rounds so nothing is embedded twice.
+
+    Attributes
+    ----------
+    prior
+        Spec of the prior the features came from; a different prior invalidates the cache.
+    ids
+        int64 (m,) sorted sample ids.
+    features
+        float32 (m, l_k) rows in the order of ``ids``.
+    """
+
+    prior: str
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    features: np.ndarray | None = None
+
+    def lookup(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Split ``wanted`` ids into a hit mask and the cached rows of the hits.
+
+        Returns
+        -------
+        tuple
+            bool (len(wanted),) mask of cached ids, and float32 (hits, l_k) their rows.
+        """
+        if self.features is None or len(self.ids) == 0:
+            return np.zeros(len(wanted), dtype=bool), np.zeros((0, 0), dtype=np.float32)
+        pos = np.searchsorted(self.ids, wanted)
+        pos_clipped = np.minimum(pos, len(self.ids) - 1)
+        hit = self.ids[pos_clipped] == wanted
+        return hit, self.features[pos_clipped[hit]]
+
+    def add(self, ids: np.ndarray, features: np.ndarray) -> None:
+        """Insert rows for new ids (ids already cached are ignored)."""
+        if len(ids) == 0:
+            return
+        if self.features is None:
+            all_ids, all_feats = ids, features
+        else:
+            keep = ~np.isin(ids, self.ids)
+            all_ids = np.concatenate([self.ids, ids[keep]])
+            all_feats = np.concatenate([self.features, features[keep]])
+        order = np.argsort(all_ids, kind="stable")
+        self.ids = all_ids[order].astype(np.int64)
+        self.features = np.ascontiguousarray(all_feats[order], dtype=np.float32)
+
+
+Progress = Callable[[int, int], None]  # (embedded so far, to embed)
+
+
+def embed_ids(
+    prior: Prior,
+    data: ImageData,
+    ids: np.ndarray,
+    cache: FeatureCache,
+    batch_size: int = 1024,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, int]:
+    """Features of the samples ``ids``, from the cache where possible.
+
+    Parameters
+    ----------
+    prior
+        The participant's prior ψ_k.
+    data
+        The data set holding the images (and labels, for a human prior).
+    ids
+        int64 (m,) sample ids, any order, no duplicates.
+    cache
+        Feature cache of this prior; updated in place.
+    batch_size
+        Images handed to the prior per call (the prior batches again internally).
+    progress
+        Called after each chunk with (embedded so far, to embed); long shards report.
+
+    Returns
+    -------
+    tuple
+        float32 (m, l_k) features in the order of ``ids``, and how many came from the cache.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    hit, cached_rows = cache.lookup(ids)
+    out = np.empty((len(ids), prior.feature_dim), dtype=np.float32)
+    if hit.any():
+        out[hit] = cached_rows
+    todo = ids[~hit]
+    if len(todo):
+        rows = []
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            labels = data.labels[chunk] if data.labels is not None else None
+            rows.append(prior.embed(data.batch(chunk), labels))
+            if progress is not None:
+                progress(start + len(chunk), len(todo))
+        fresh = np.concatenate(rows).astype(np.float32)
+        if fresh.shape != (len(todo), prior.feature_dim) or not np.all(np.isfinite(fresh)):
+            raise ValueError(
+                f"prior {prior.spec} produced features of shape {fresh.shape} "
+                f"(expected {(len(todo), prior.feature_dim)}) or non-finite values"
+            )
+        out[~hit] = fresh
+        cache.add(todo, fresh)
+    return out, int(hit.sum())
+
+
+@dataclass(frozen=True)
+class UniformityReport:
+    """What a participant sends back for ``query.uniformity``."""
+
+    shared_targets: np.ndarray  # float32 (|S|, n)
+    uniformity: float  # V on the raw features ψ_k(S)
+    target_uniformity: float  # V on the projected targets W_k ψ_k(S), what the platform checks
+    feature_dim: int
+    cached: int
+    seconds: float
+
+
+def uniformity_report(
+    prior: Prior,
+    data: ImageData,
+    shared_ids: np.ndarray,
+    target_dim: int,
+    seed: int,
+    cache: FeatureCache,
+    progress: Progress | None = None,
+) -> UniformityReport:
+    """Embed the shared set and project it: S_Y^(k) = W_k ψ_k(S_X).
+
+    ``data`` holds S (the platform's D, or in local data mode the S images the platform sent)
+    and ``shared_ids`` index it.
+    """
+    start = time.perf_counter()
+    feats, cached = embed_ids(prior, data, shared_ids, cache, progress=progress)
+    targets = project(feats, projection_matrix(prior.feature_dim, target_dim, seed))
+    return UniformityReport(
+        shared_targets=targets,
+        uniformity=uniformity(feats),
+        target_uniformity=uniformity(targets),
+        feature_dim=prior.feature_dim,
+        cached=cached,
+        seconds=time.perf_counter() - start,
+    )
+
+
+@dataclass(frozen=True)
+class AlignedUpload:
+    """What a participant sends back for ``train.align``."""
+
+    ids: np.ndarray  # int64 (m,)
+    targets: np.ndarray  # float32 (m, n) T_k W_k ψ_k(D^(k))
+    shared_aligned: np.ndarray  # float32 (|S|, n) T_k W_k ψ_k(S)
+    residual: float
+    cached: int
+    seconds: float
+
+
+def aligned_upload(
+    prior: Prior,
+    data: ImageData,
+    shard_ids: np.ndarray,
+    shared_ids: np.ndarray,
+    anchor_targets: np.ndarray,
+    is_anchor: bool,
+    target_dim: int,
+    seed: int,
+    ridge: float,
+    cache: FeatureCache,
+    progress: Progress | None = None,
+    shared_data: ImageData | None = None,
+    shared_cache: FeatureCache | None = None,
+) -> AlignedUpload:
+    """Fit T_k on the shared set and apply it to the shard (the anchor keeps T = I).
+
+    ``shard_ids`` index ``data``; ``shared_ids`` index ``shared_data`` (default ``data``),
+    whose features are cached in ``shared_cache`` (default ``cache``). In local data mode the
+    shard is the node's own data and S the images the platform sent, two different sources.
+    """
+    start = time.perf_counter()
+    if anchor_targets.shape != (len(shared_ids), target_dim):
+        raise ValueError(
+            f"anchor targets of shape {anchor_targets.shape} do not match the shared set "
+            f"({len(shared_ids)}, {target_dim})"
+        )
+    w = projection_matrix(prior.feature_dim, target_dim, seed)
+    shared_feats, cached_s = embed_ids(
+        prior,
+        data if shared_data is None else shared_data,
+        shared_ids,
+        cache if shared_cache is None else shared_cache,
+        progress=progress,
+    )
+    shard_feats, cached_d = embed_ids(prior, data, shard_ids, cache, progress=progress)
+    source = project(shared_feats, w)
+    if is_anchor:
+        fit = Alignment.identity(target_dim)
+    else:
+        fit = fit_alignment(source, anchor_targets, ridge=ridge)
+    return AlignedUpload(
+        ids=np.asarray(shard_ids, dtype=np.int64),
+        targets=fit.apply(project(shard_feats, w)),
+        shared_aligned=fit.apply(source),
+        residual=fit.residual,
+        cached=cached_s + cached_d,
+        seconds=time.perf_counter() - start,
+    )

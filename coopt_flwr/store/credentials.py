@@ -1,0 +1,210 @@
+"""Demo credentials for a deployed federation: a TLS certificate authority and SuperNode keys.
+
+Flower's secure deployment needs two kinds of material:
+
+* **TLS** between SuperNodes (and ``flwr`` CLI) and the SuperLink: a CA certificate every
+  client trusts, and a server certificate signed by it whose subject alternative names cover
+  the address the SuperLink is reached at.
+* **Node authentication** (``flower-superlink --enable-supernode-auth``): one elliptic-curve
+  key pair per SuperNode, in OpenSSH format. The SuperNode signs its requests with the private
+  key (``--auth-supernode-private-key``); the federation owner registers the public key
+  (``flwr supernode register KEY.pub``). Unregistered keys are refused.
+
+Everything here is for demos and tests on loopback: keys are written unencrypted with
+owner-only permissions. Real institutions create their keys on their own machines and send
+only the ``.pub`` file; never commit a private key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+CA_CERT = "ca.crt"
+CA_KEY = "ca.key"
+SERVER_CERT = "server.pem"
+SERVER_KEY = "server.key"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Paths of the TLS material of one SuperLink."""
+
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+
+
+@dataclass(frozen=True)
+class NodeKey:
+    """A SuperNode's authentication key pair (OpenSSH format)."""
+
+    name: str
+    private_key: Path
+    public_key: Path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "coopt-flwr demo"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names)
+
+
+def make_tls(
+    out_dir: str | Path, hosts: Sequence[str] = ("127.0.0.1", "localhost"), days: int = 30
+) -> TlsFiles:
+    """Create a CA and a SuperLink server certificate signed by it.
+
+    Parameters
+    ----------
+    out_dir
+        Folder to write ``ca.crt``, ``ca.key``, ``server.pem`` and ``server.key`` into.
+    hosts
+        IP addresses and DNS names the SuperLink is reached at (the certificate's SANs).
+    days
+        Validity of both certificates.
+
+    Returns
+    -------
+    TlsFiles
+        Where the files were written.
+    """
+    if not hosts:
+        raise ValueError("make_tls: at least one host (IP or DNS name) is needed")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    until = now + dt.timedelta(days=days)
+
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("coopt-flwr demo CA"))
+        .issuer_name(_name("coopt-flwr demo CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(until)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = ec.generate_private_key(ec.SECP384R1())
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(hosts[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(until)
+        .add_extension(_san(hosts), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = TlsFiles(out / CA_CERT, out / CA_KEY, out / SERVER_CERT, out / SERVER_KEY)
+    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    files.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    pem = serialization.PrivateFormat.TraditionalOpenSSL
+    none = serialization.NoEncryption()
+    _write_private(files.ca_key, ca_key.private_bytes(serialization.Encoding.PEM, pem, none))
+    _write_private(files.server_key, server_key.private_bytes(serialization.Encoding.PEM, pem, none))
+    return files
+
+
+def make_node_key(out_dir: str | Path, name: str) -> NodeKey:
+    """Create one SuperNode's EC (NIST P-384) key pair in OpenSSH format.
+
+    Writes ``<name>`` (private, mode 600) and ``<name>.pub`` into ``out_dir``.
+    """
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"invalid node key name {name!r}")
+    out = Path(out_dir)
+    key = ec.generate_private_key(ec.SECP384R1())
+    private = out / name
+    public = out / f"{name}.pub"
+    _write_private(
+        private,
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ),
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        + f" {name}\n".encode()
+    )
+    return NodeKey(name=name, private_key=private, public_key=public)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m coopt_flwr.store.credentials tls|node-key ...`` (see the README's deployment steps)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Demo credentials for a secure CoOpt federation.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    tls = sub.add_parser("tls", help="the platform: a CA and the SuperLink's server certificate")
+    tls.add_argument("--out", type=Path, default=Path("certs"))
+    tls.add_argument("--host", action="append", help="address the SuperLink is reached at (repeat)")
+    tls.add_argument("--days", type=int, default=30)
+    key = sub.add_parser("node-key", help="an institution: its SuperNode's key pair")
+    key.add_argument("--out", type=Path, default=Path("keys"))
+    key.add_argument("--name", required=True)
+    args = parser.parse_args(argv)
+    if args.action == "tls":
+        files = make_tls(args.out, hosts=tuple(args.host or ("127.0.0.1", "localhost")), days=args.days)
+        print(f"CA certificate (give to every institution): {files.ca_cert}")
+        print(
+            f"SuperLink certificate and key (keep on the platform): {files.server_cert}, {files.server_key}"
+        )
+    else:
+        node = make_node_key(args.out, args.name)
+        print(f"private key (stays on this machine): {node.private_key}")
+        print(f"public key (send to the platform to register): {node.public_key}")
+
+
+if __name__ == "__main__":
+    main()
