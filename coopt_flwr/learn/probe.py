@@ -166,6 +166,24 @@ def linear_probe(
         Accuracy in [0, 1].
     """
     del seed  # deterministic by construction, see the docstring
+    xtr, ytr, xte, yte = _probe_tensors(train_feats, train_labels, test_feats, test_labels)
+    num_classes = int(max(int(ytr.max()), int(yte.max()))) + 1
+    mu = xtr.mean(0)
+    sd = xtr.std(0)
+    # Constant features (dead units) carry nothing; dividing by ~0 would blow them up.
+    sd = torch.where(sd > 1e-8, sd, torch.ones_like(sd))
+    ztr = (xtr - mu) / sd
+    zte = (xte - mu) / sd
+    weight, bias = _fit_logistic(ztr, ytr, num_classes, max_iter, weight_decay)
+    with torch.no_grad():
+        pred = (zte @ weight + bias).argmax(1)
+    return float((pred == yte).double().mean())
+
+
+def _probe_tensors(
+    train_feats: np.ndarray, train_labels: np.ndarray, test_feats: np.ndarray, test_labels: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validated float64 features and int64 labels: (train x, train y, test x, test y)."""
     xtr = torch.as_tensor(np.asarray(train_feats), dtype=torch.float64)
     xte = torch.as_tensor(np.asarray(test_feats), dtype=torch.float64)
     ytr = torch.as_tensor(np.asarray(train_labels), dtype=torch.int64)
@@ -180,15 +198,14 @@ def linear_probe(
         raise ValueError("linear_probe: features contain NaN or infinity")
     if min(int(ytr.min()), int(yte.min())) < 0:
         raise ValueError("linear_probe: labels must be >= 0")
-    num_classes = int(max(int(ytr.max()), int(yte.max()))) + 1
-    mu = xtr.mean(0)
-    sd = xtr.std(0)
-    # Constant features (dead units) carry nothing; dividing by ~0 would blow them up.
-    sd = torch.where(sd > 1e-8, sd, torch.ones_like(sd))
-    ztr = (xtr - mu) / sd
-    zte = (xte - mu) / sd
+    return xtr, ytr, xte, yte
 
-    weight = torch.zeros(xtr.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
+
+def _fit_logistic(
+    z: torch.Tensor, y: torch.Tensor, num_classes: int, max_iter: int, weight_decay: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights (d, C) and bias (C,) of the L2-regularized softmax regression, by L-BFGS from zeros."""
+    weight = torch.zeros(z.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS(
         [weight, bias],
@@ -203,15 +220,13 @@ def linear_probe(
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(ztr @ weight + bias, ytr) + 0.5 * weight_decay * weight.square().sum()
+        loss = F.cross_entropy(z @ weight + bias, y) + 0.5 * weight_decay * weight.square().sum()
         loss.backward()
         return loss
 
     with torch.enable_grad():
         opt.step(closure)
-    with torch.no_grad():
-        pred = (zte @ weight + bias).argmax(1)
-    return float((pred == yte).double().mean())
+    return weight, bias
 
 
 class LinearProbe:

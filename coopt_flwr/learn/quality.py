@@ -1,4 +1,8 @@
-"""Cheap measures of target quality and the statistics the paper's analyses report (pure).
+"""Cheap measures of target quality and the statistics the paper's analyses report.
+
+:func:`rankdata`, :func:`spearman` and :func:`probe_split` are pure numpy; importing this module
+does not import torch. Only :func:`target_probe_accuracy` needs it: it imports the torch linear
+probe (:func:`coopt_flwr.learn.probe.linear_probe`) when called.
 
 * :func:`target_probe_accuracy`: how linearly separable the classes are in the merged targets
   themselves, a linear probe fitted on the targets of a seeded train split of D and scored on
@@ -12,8 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from coopt_flwr.learn.probe import linear_probe
 
 __all__ = ["ProbeSplit", "probe_split", "rankdata", "spearman", "target_probe_accuracy"]
 
@@ -135,6 +137,8 @@ def target_probe_accuracy(
     float
         Top-1 accuracy in [0, 1] of :func:`coopt_flwr.learn.probe.linear_probe`.
     """
+    from coopt_flwr.learn.probe import linear_probe  # torch: only here, the statistics stay pure
+
     y = np.asarray(targets)
     lab = np.asarray(labels)
     if y.ndim != 2 or lab.shape != (y.shape[0],):

@@ -380,17 +380,7 @@ def train_student(
     TrainResult
         See :func:`coopt_flwr.learn.training.fit`.
     """
-    targets = np.asarray(targets)
-    if targets.ndim != 2 or targets.shape[0] != images.shape[0]:
-        raise ValueError(
-            f"train_student: targets must have shape ({images.shape[0]}, n), got {targets.shape}"
-        )
-    if targets.shape[1] != student.target_dim:
-        raise ValueError(
-            f"train_student: targets have width {targets.shape[1]}, the student's head {student.target_dim}"
-        )
-    if not np.isfinite(targets).all():
-        raise ValueError("train_student: targets contain NaN or infinity")
+    targets = _checked_targets(student, images, targets)
     if (mean is None) != (std is None):
         raise ValueError("train_student: give both mean and std, or neither")
     if center:
@@ -412,3 +402,19 @@ def train_student(
         return cosine_regression_loss(student(normalize(xf, m, s)), y[idx])
 
     return fit(step, [student], images, cfg, evaluate=evaluate)
+
+
+def _checked_targets(student: Student, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``targets`` as an array, checked to be finite with one row per image and the head's width."""
+    targets = np.asarray(targets)
+    if targets.ndim != 2 or targets.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"train_student: targets must have shape ({images.shape[0]}, n), got {targets.shape}"
+        )
+    if targets.shape[1] != student.target_dim:
+        raise ValueError(
+            f"train_student: targets have width {targets.shape[1]}, the student's head {student.target_dim}"
+        )
+    if not np.isfinite(targets).all():
+        raise ValueError("train_student: targets contain NaN or infinity")
+    return targets

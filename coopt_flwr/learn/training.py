@@ -449,140 +449,189 @@ def fit(
     -----
     On the CPU this calls :func:`tune_cpu_allocator` (a process-wide malloc setting).
     """
-    modules = list(modules)
-    if not modules:
-        raise ValueError("fit: no modules to train")
-    device = resolve_device(cfg.device)
-    if device.type == "cpu":
-        tune_cpu_allocator()
-    data = _images_tensor(images, device)
-    n = data.shape[0]
-    batch_size = min(cfg.batch_size, n)
-    steps_per_epoch = n // batch_size
-    total_steps = None if cfg.epochs is None else max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    budget = cfg.time_budget_s
-    for m in modules:
-        m.to(device)
-    optimizer = _make_optimizer(modules, cfg)
-    autocast, use_scaler = _autocast(device, cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
-    clock = _TrainClock(device)
-    result = TrainResult()
-
-    def progress_at(steps_done: float, seconds: float) -> float:
-        parts = []
-        if total_steps is not None:
-            parts.append(steps_done / total_steps)
-        if budget is not None:
-            parts.append(seconds / budget)
-        return min(max(parts), 1.0)
-
-    def run_eval() -> None:
-        if evaluate is None:
-            return
-        with clock.paused(), torch.random.fork_rng(devices=_rng_devices(device)):
-            at = clock.elapsed()
-            # fork_rng: an evaluation must not shift the training RNG stream.
-            acc = float(evaluate())
-        for m in modules:
-            m.train()
-        result.curve.append((at, acc))
-
-    bar = _progress_bar(cfg, total_steps)
+    run = _FitRun(step, modules, images, cfg, evaluate, after_step)
     with contextlib.ExitStack() as stack:
-        if bar is not None:
-            stack.callback(bar.close)
-        stack.enter_context(torch.random.fork_rng(devices=_rng_devices(device)))
-        torch.manual_seed(cfg.seed)
-        shuffle = torch.Generator().manual_seed(cfg.seed)
-        for m in modules:
-            m.train()
-        run_eval()
-        scheduled = sorted(cfg.eval_at_s or ())
-        next_every = cfg.eval_every_s
-
-        def next_eval_after(now: float) -> float | None:
-            nonlocal next_every
-            while next_every is not None and next_every <= now:
-                next_every += cfg.eval_every_s  # type: ignore[operator]
-            while scheduled and scheduled[0] <= now:
-                scheduled.pop(0)
-            candidates = [t for t in (next_every, scheduled[0] if scheduled else None) if t is not None]
-            return min(candidates) if candidates else None
-
-        next_eval = next_eval_after(0.0)
-        steps = 0
-        epoch = 0
-        last_dt = 0.0
-        clock.start()
-        done = False
-        while not done:
-            order = torch.randperm(n, generator=shuffle).to(device)
-            loss_sum = torch.zeros((), device=device)
-            epoch_steps = 0
-            for b in range(steps_per_epoch):
-                t0 = clock.elapsed()
-                progress = progress_at(steps + 0.5, t0 + 0.5 * last_dt)
-                factor = lr_factor(progress, cfg.warmup_frac)
-                for g in optimizer.param_groups:
-                    g["lr"] = g["initial_lr"] * factor
-                idx = order[b * batch_size : (b + 1) * batch_size]
-                with autocast:
-                    loss = step(data[idx], idx, progress)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                steps += 1
-                epoch_steps += 1
-                loss_sum += loss.detach().float()
-                now = clock.elapsed()
-                last_dt = now - t0
-                reached = progress_at(steps, now)
-                if after_step is not None:
-                    after_step(reached)
-                if bar is not None:
-                    _update_bar(bar, steps, reached, epoch + epoch_steps / steps_per_epoch)
-                done = (total_steps is not None and steps >= total_steps) or (
-                    budget is not None and now >= budget
-                )
-                # The final evaluation happens after the loop, so never twice at the last step.
-                if next_eval is not None and now >= next_eval and not done:
-                    run_eval()
-                    next_eval = next_eval_after(now)
-                if done:
-                    break
-            mean_loss = float(loss_sum) / max(epoch_steps, 1)
-            if not math.isfinite(mean_loss):
-                raise FloatingPointError(f"fit: non-finite mean loss {mean_loss} in epoch {epoch + 1}")
-            result.losses.append(mean_loss)
-            if epoch_steps == steps_per_epoch:
-                epoch += 1
-                if ckpt_dir is not None:
-                    with clock.paused():
-                        _save_checkpoint(
-                            ckpt_dir / CHECKPOINT_EPOCH.format(epoch),
-                            modules,
-                            epoch=float(epoch),
-                            step=steps,
-                            train_seconds=clock.elapsed(),
-                        )
-        clock.pause()
-        result.steps = steps
-        result.epochs = steps / steps_per_epoch
-        result.train_seconds = clock.elapsed()
-        run_eval()
-        if ckpt_dir is not None:
-            _save_checkpoint(
-                ckpt_dir / CHECKPOINT_LAST,
-                modules,
-                epoch=result.epochs,
-                step=steps,
-                train_seconds=result.train_seconds,
-            )
+        if run.bar is not None:
+            stack.callback(run.bar.close)
+        stack.enter_context(torch.random.fork_rng(devices=_rng_devices(run.device)))
+        run.train()
+    result = run.result
     result.final_acc = result.curve[-1][1] if result.curve else None
     return result
+
+
+class _EvalSchedule:
+    """When to evaluate next: every ``eval_every_s`` training seconds and at each of ``eval_at_s``."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self._every = cfg.eval_every_s
+        self._next_every = cfg.eval_every_s
+        self._scheduled = sorted(cfg.eval_at_s or ())
+        self.next = self._after(0.0)
+
+    def due(self, now: float) -> bool:
+        return self.next is not None and now >= self.next
+
+    def advance(self, now: float) -> None:
+        """Skip past ``now`` (an evaluation just ran)."""
+        self.next = self._after(now)
+
+    def _after(self, now: float) -> float | None:
+        while self._next_every is not None and self._next_every <= now:
+            self._next_every += self._every  # type: ignore[operator]
+        while self._scheduled and self._scheduled[0] <= now:
+            self._scheduled.pop(0)
+        first_scheduled = self._scheduled[0] if self._scheduled else None
+        candidates = [t for t in (self._next_every, first_scheduled) if t is not None]
+        return min(candidates) if candidates else None
+
+
+class _FitRun:
+    """One :func:`fit` run: the setup in ``__init__``, the loop's steps as methods."""
+
+    def __init__(
+        self,
+        step: StepFn,
+        modules: Sequence[nn.Module],
+        images: np.ndarray,
+        cfg: TrainConfig,
+        evaluate: EvaluateFn | None,
+        after_step: AfterStepFn | None,
+    ) -> None:
+        self.modules = list(modules)
+        if not self.modules:
+            raise ValueError("fit: no modules to train")
+        self.step_fn, self.cfg, self.evaluate, self.after_step = step, cfg, evaluate, after_step
+        self.device = device = resolve_device(cfg.device)
+        if device.type == "cpu":
+            tune_cpu_allocator()
+        self.data = _images_tensor(images, device)
+        self.n = self.data.shape[0]
+        self.batch_size = min(cfg.batch_size, self.n)
+        self.steps_per_epoch = self.n // self.batch_size
+        epochs = cfg.epochs
+        self.total_steps = None if epochs is None else max(1, math.ceil(epochs * self.steps_per_epoch))
+        for m in self.modules:
+            m.to(device)
+        self.optimizer = _make_optimizer(self.modules, cfg)
+        self.autocast, use_scaler = _autocast(device, cfg)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+        self.clock = _TrainClock(device)
+        self.result = TrainResult()
+        self.steps = 0  # optimizer steps so far
+        self.epoch = 0  # completed epochs
+        self.epoch_steps = 0  # steps in the current epoch
+        self.loss_sum = torch.zeros((), device=device)  # of the current epoch
+        self.last_dt = 0.0  # duration of the previous step
+        self.schedule = _EvalSchedule(cfg)
+        self.bar = _progress_bar(cfg, self.total_steps)
+
+    def progress_at(self, steps_done: float, seconds: float) -> float:
+        parts = []
+        if self.total_steps is not None:
+            parts.append(steps_done / self.total_steps)
+        if self.cfg.time_budget_s is not None:
+            parts.append(seconds / self.cfg.time_budget_s)
+        return min(max(parts), 1.0)
+
+    def run_eval(self) -> None:
+        if self.evaluate is None:
+            return
+        with self.clock.paused(), torch.random.fork_rng(devices=_rng_devices(self.device)):
+            at = self.clock.elapsed()
+            # fork_rng: an evaluation must not shift the training RNG stream.
+            acc = float(self.evaluate())
+        for m in self.modules:
+            m.train()
+        self.result.curve.append((at, acc))
+
+    def train(self) -> None:
+        """Seed, evaluate at t=0, run epochs until the budget is spent, evaluate and save at the end."""
+        torch.manual_seed(self.cfg.seed)
+        shuffle = torch.Generator().manual_seed(self.cfg.seed)
+        for m in self.modules:
+            m.train()
+        self.run_eval()
+        self.clock.start()
+        done = False
+        while not done:
+            done = self._run_epoch(shuffle)
+        self.clock.pause()
+        result = self.result
+        result.steps = self.steps
+        result.epochs = self.steps / self.steps_per_epoch
+        result.train_seconds = self.clock.elapsed()
+        self.run_eval()
+        if self.ckpt_dir is not None:
+            self._checkpoint(self.ckpt_dir / CHECKPOINT_LAST, result.epochs, result.train_seconds)
+
+    def _run_epoch(self, shuffle: torch.Generator) -> bool:
+        """One pass over a fresh permutation (cut short at the end of the budget); True when done."""
+        order = torch.randperm(self.n, generator=shuffle).to(self.device)
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.epoch_steps = 0
+        done = False
+        for b in range(self.steps_per_epoch):
+            now = self._train_step(order[b * self.batch_size : (b + 1) * self.batch_size])
+            done = self._after_train_step(now)
+            if done:
+                break
+        self._end_epoch()
+        return done
+
+    def _train_step(self, idx: torch.Tensor) -> float:
+        """One optimizer step on the rows ``idx``; returns the training time after it."""
+        t0 = self.clock.elapsed()
+        progress = self.progress_at(self.steps + 0.5, t0 + 0.5 * self.last_dt)
+        factor = lr_factor(progress, self.cfg.warmup_frac)
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["initial_lr"] * factor
+        with self.autocast:
+            loss = self.step_fn(self.data[idx], idx, progress)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.steps += 1
+        self.epoch_steps += 1
+        self.loss_sum += loss.detach().float()
+        now = self.clock.elapsed()
+        self.last_dt = now - t0
+        return now
+
+    def _after_train_step(self, now: float) -> bool:
+        """Momentum hook, progress bar and due evaluations after a step; True when the budget is spent."""
+        reached = self.progress_at(self.steps, now)
+        if self.after_step is not None:
+            self.after_step(reached)
+        if self.bar is not None:
+            _update_bar(self.bar, self.steps, reached, self.epoch + self.epoch_steps / self.steps_per_epoch)
+        budget = self.cfg.time_budget_s
+        done = (self.total_steps is not None and self.steps >= self.total_steps) or (
+            budget is not None and now >= budget
+        )
+        # The final evaluation happens after the loop, so never twice at the last step.
+        if self.schedule.due(now) and not done:
+            self.run_eval()
+            self.schedule.advance(now)
+        return done
+
+    def _end_epoch(self) -> None:
+        """Record the epoch's mean loss; checkpoint a completed epoch."""
+        mean_loss = float(self.loss_sum) / max(self.epoch_steps, 1)
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"fit: non-finite mean loss {mean_loss} in epoch {self.epoch + 1}")
+        self.result.losses.append(mean_loss)
+        if self.epoch_steps == self.steps_per_epoch:
+            self.epoch += 1
+            if self.ckpt_dir is not None:
+                with self.clock.paused():
+                    path = self.ckpt_dir / CHECKPOINT_EPOCH.format(self.epoch)
+                    self._checkpoint(path, float(self.epoch), self.clock.elapsed())
+
+    def _checkpoint(self, path: Path, epoch: float, train_seconds: float) -> None:
+        _save_checkpoint(path, self.modules, epoch=epoch, step=self.steps, train_seconds=train_seconds)
 
 
 def _progress_bar(cfg: TrainConfig, total_steps: int | None) -> Any:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -12,16 +10,6 @@ from torch import nn
 from coopt_flwr.learn.probe import LinearProbe, extract_features, frozen, linear_probe
 from coopt_flwr.learn.student import CIFAR_RESNET10, channel_stats, create_backbone
 from coopt_flwr.registry.datasets import create_dataset
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    # On a shared 2-core machine, OpenMP threads stall whenever another process holds a core
-    # (tests ran 3-5x slower); one thread keeps these CPU tests fast and their timing stable.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _clusters(n: int, d: int, classes: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

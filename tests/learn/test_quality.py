@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -60,3 +63,9 @@ def test_target_probe_tells_informative_from_random_targets():
     assert target_probe_accuracy(holes, labels, split, available) > 0.9
     with pytest.raises(ValueError, match="no samples"):
         target_probe_accuracy(good, labels, split, np.zeros(400, bool))
+
+
+def test_statistics_import_without_torch():
+    # The pure statistics must not pull in torch; only target_probe_accuracy imports it, lazily.
+    code = "import sys, coopt_flwr.learn.quality; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -44,15 +44,6 @@ LEARNS: dict[str, dict] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: one thread is faster, and immune to OpenMP stalls when the cores are busy.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def digits() -> torch.Tensor:
     from sklearn.datasets import load_digits

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,6 @@ from coopt_flwr.learn.student import (
 )
 from coopt_flwr.learn.training import TrainConfig, load_checkpoint
 from coopt_flwr.registry.datasets import create_dataset
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    # On a shared 2-core machine, OpenMP threads stall whenever another process holds a core
-    # (tests ran 3-5x slower); one thread keeps these CPU tests fast and their timing stable.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _first_conv(model: nn.Module) -> nn.Conv2d:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +22,6 @@ from coopt_flwr.learn.training import (
 )
 
 N, H, W = 96, 4, 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    # On a shared 2-core machine, OpenMP threads stall whenever another process holds a core
-    # (tests ran 3-5x slower); one thread keeps these CPU tests fast and their timing stable.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _problem(seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
