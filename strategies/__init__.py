@@ -1,5 +1,6 @@
 """Flower strategies of the project."""
 
-from strategies.coopt import CoOptStrategy, NodeRecord, RunResult
+from strategies.coopt import CoOptStrategy
+from strategies.records import NodeRecord, RunResult, Status
 
-__all__ = ["CoOptStrategy", "NodeRecord", "RunResult"]
+__all__ = ["CoOptStrategy", "NodeRecord", "RunResult", "Status"]

@@ -69,7 +69,7 @@ def test_round_completes_with_tls_auth_and_local_data(fed):
         np.testing.assert_array_equal(out_arrays["local-index"][rows], np.arange(sizes[name]))
     # the platform's log shows the nodes' node ids are the registered ones
     registered = {str(fed.node_ids[n]) for n in sizes}
-    assert {p["node_id"] for p in parts} == registered
+    assert {p["node-id"] for p in parts} == registered
 
 
 def test_unregistered_node_is_refused(fed):
@@ -120,4 +120,4 @@ def test_supernode_killed_mid_round_is_reported_and_its_shard_reassigned(fed):
     assert summary["complete"] and summary["rounds"][0]["reassigned"] > 0
     out_arrays = load_optimized(out)
     np.testing.assert_array_equal(out_arrays["ids"], np.arange(N_DIGITS))  # no sample lost
-    assert dead["partition_id"] not in set(out_arrays["participant"].tolist())
+    assert dead["partition-id"] not in set(out_arrays["participant"].tolist())

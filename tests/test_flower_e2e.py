@@ -80,8 +80,8 @@ def test_flwr_run_with_four_heterogeneous_priors(flower_env, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     parts = summary["participants"]
     assert len(parts) == 4 and all(p["status"] == "ok" for p in parts)
-    assert len({p["prior_kind"] for p in parts}) >= 3
+    assert len({p["prior-kind"] for p in parts}) >= 3
     anchor = min(parts, key=lambda p: p["uniformity"])
-    assert summary["anchor"]["partition"] == anchor["partition_id"]
+    assert summary["anchor"]["partition"] == anchor["partition-id"]
     assert summary["g-after"] < summary["g-before"]
     assert set(summary["rounds"][0]["phase-seconds"]) >= {"uniformity", "align", "merge", "write"}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from coopt_flwr.protocol.alignment import Alignment, fit_alignment
+from coopt_flwr.protocol.anchor import choose_anchor, uniformity_order
 from coopt_flwr.protocol.inconsistency import inconsistency
 from coopt_flwr.protocol.participant import FeatureCache, embed_ids
 from coopt_flwr.protocol.projection import project, projection_matrix
@@ -104,15 +105,19 @@ def project_all(embedded: Sequence[Embedded], target_dim: int, seed: int) -> lis
 def anchor_for(values: Sequence[float], mode: str) -> int | None:
     """Index of the anchor for an :data:`ANCHOR_MODES` mode given the platform's uniformity values.
 
-    ``best`` is the platform's own rule (lowest V, ties to the lowest index); ``worst`` the
-    highest V; ``medium`` the median rank (the lower middle for an even count); ``none`` None.
+    ``best`` is the platform's own rule (:func:`coopt_flwr.protocol.anchor.choose_anchor`:
+    lowest V, ties to the lowest index); ``worst`` the highest V; ``medium`` the median rank
+    (the lower middle for an even count); ``none`` None.
     """
     if mode not in ANCHOR_MODES:
         raise ValueError(f"anchor mode must be one of {ANCHOR_MODES}, got {mode!r}")
     if mode == "none":
         return None
-    order = sorted(range(len(values)), key=lambda k: (values[k], k))
-    return order[{"best": 0, "worst": len(order) - 1, "medium": (len(order) - 1) // 2}[mode]]
+    by_index = dict(enumerate(values))
+    if mode == "best":
+        return choose_anchor(by_index)
+    order = uniformity_order(by_index)
+    return order[-1] if mode == "worst" else order[(len(order) - 1) // 2]
 
 
 @dataclass

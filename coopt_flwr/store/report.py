@@ -27,22 +27,22 @@ def format_summary(summary: dict[str, Any]) -> str:
     last = summary["rounds"][-1]
     anchor = last["anchor-partition"]
     # Runs with evolution paths show each participant's stage (0-based) and the upgrades.
-    evolving = any(p.get("num_stages", 1) > 1 for p in last["participants"])
+    evolving = any(p.get("num-stages", 1) > 1 for p in last["participants"])
     rows = []
     for p in last["participants"]:
-        stage = [f"{p['stage']}/{p['num_stages'] - 1}"] if evolving else []
+        stage = [f"{p['stage']}/{p['num-stages'] - 1}"] if evolving else []
         rows.append(
             [
-                _fmt(p["partition_id"]),
+                _fmt(p["partition-id"]),
                 p["prior"] or "?",
-                p["prior_kind"] or "?",
+                p["prior-kind"] or "?",
                 *stage,
-                _fmt(p["feature_dim"]),
+                _fmt(p["feature-dim"]),
                 _fmt(p["uniformity"]),
-                "*" if p["partition_id"] == anchor and p["status"] == "ok" else "",
+                "*" if p["partition-id"] == anchor and p["status"] == "ok" else "",
                 _fmt(p["residual"], ".3f"),
                 _fmt(p["samples"]),
-                _fmt(p["embed_seconds"] + p["align_seconds"], ".1f"),
+                _fmt(p["embed-seconds"] + p["align-seconds"], ".1f"),
                 p["status"] + (f" ({p['reason']})" if p["reason"] else ""),
             ]
         )

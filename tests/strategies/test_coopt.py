@@ -1,24 +1,48 @@
-"""The CoOpt strategy driving the real ClientApp through an in-process grid."""
+"""The CoOpt strategy driving the real ClientApp through an in-process grid.
+
+Every round here runs the real protocol (ClientApp, messages, screening, merge) with the
+cheap ``counting:`` priors of the harness (a seeded random linear map of the pixels) and the
+one-hot ``human`` prior: the strategy's behaviour does not depend on how good a prior is, and
+real networks are covered by the end-to-end tests. The clean 4-node round is run once for
+the module (:func:`clean`); a test that changes a run's outcome (a fault, other settings)
+runs its own.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
-from harness import InProcessGrid
+from harness import InProcessGrid, register_counting_prior
 
 from coopt_flwr.client_app import make_client_app
-from coopt_flwr.config import Settings
+from coopt_flwr.config import DEFAULTS, Settings
 from coopt_flwr.protocol import messages as P
 from coopt_flwr.protocol.uniformity import uniformity
 from coopt_flwr.registry.datasets import create_dataset
 from coopt_flwr.store.storage import load_optimized
-from strategies.coopt import CoOptStrategy
+from strategies import Status
+from strategies.coopt import CoOptStrategy, GridLike, RunResult
+from strategies.records import NodeRecord
 
-FAST_PRIORS = "timm:resnet10t?size=16,weak:resnet10t?size=16,human,efficientnet_lite0?size=32"
+FAST_PRIORS = "counting:a?dim=48,counting:b?dim=40,human,counting:c?dim=56"
 N_DIGITS = 1797
+
+register_counting_prior()
+
+
+class _Strategy(CoOptStrategy):
+    """The strategy without the 1 s settle of the membership wait: the in-process grid's
+    nodes are all there from the start (the late-joiner test uses the real wait)."""
+
+    def wait_for_nodes(self, grid: GridLike, settle: float = 0.0) -> list[int]:
+        return super().wait_for_nodes(grid, settle)
 
 
 def _settings(tmp_path, **kw):
@@ -34,12 +58,32 @@ def _settings(tmp_path, **kw):
     return Settings.from_config({}, cfg)
 
 
+def _strategy(settings, log=lambda s: None, **kw):
+    return _Strategy(settings, N_DIGITS, log=log, poll_interval=0.01, **kw)
+
+
 def _run(tmp_path, num_nodes=4, fault=None, **kw):
     settings = _settings(tmp_path, **kw)
     overrides = {"priors": settings.priors and ",".join(settings.priors)}
     grid = InProcessGrid(make_client_app(overrides), num_nodes, fault=fault)
-    strategy = CoOptStrategy(settings, N_DIGITS, log=lambda s: None, poll_interval=0.01)
-    return strategy.run(grid), grid, settings
+    return _strategy(settings).run(grid), grid, settings
+
+
+@dataclass
+class CleanRun:
+    result: RunResult
+    grid: InProcessGrid
+    settings: Settings
+
+    def copy_to(self, tmp_path: Path) -> None:
+        """Put a copy of the finished run's output folder where ``_settings(tmp_path)`` points."""
+        shutil.copytree(self.settings.output_dir, tmp_path / "out")
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> CleanRun:
+    """The standard round: 4 healthy nodes, default settings of this module (read only)."""
+    return CleanRun(*_run(tmp_path_factory.mktemp("clean")))
 
 
 def _tamper(partition: int, kind: str, key: str, fn):
@@ -54,8 +98,8 @@ def _tamper(partition: int, kind: str, key: str, fn):
     return fault
 
 
-def test_full_round_merges_every_id_once(tmp_path):
-    _result, grid, settings = _run(tmp_path)
+def test_full_round_merges_every_id_once(clean):
+    grid, settings = clean.grid, clean.settings
     out = load_optimized(settings.output_dir)
     np.testing.assert_array_equal(out["ids"], np.arange(N_DIGITS))
     assert out["targets"].shape == (N_DIGITS, 32) and out["targets"].dtype == np.float32
@@ -67,20 +111,88 @@ def test_full_round_merges_every_id_once(tmp_path):
     assert summary["complete"] and len(parts) == 4
     assert sum(p["samples"] for p in parts) == N_DIGITS
     best = min(parts, key=lambda p: p["uniformity"])
-    assert summary["anchor"]["partition"] == best["partition_id"]
+    assert summary["anchor"]["partition"] == best["partition-id"]
     assert summary["g-after"] < summary["g-before"]
     # priors are assigned to partitions round-robin from the list
     assert [p["prior"] for p in parts] == FAST_PRIORS.split(",")
-    assert all(isinstance(p["node_id"], str) and int(p["node_id"]) > 2**63 for p in parts)
+    assert all(isinstance(p["node-id"], str) and int(p["node-id"]) > 2**63 for p in parts)
     # the message sequence is the protocol's
     assert [t for _, t in grid.sent] == [P.MSG_UNIFORMITY] * 4 + [P.MSG_ALIGN] * 4
 
 
-def test_anchor_targets_are_uploaded_unchanged(tmp_path):
-    result, _, _ = _run(tmp_path)
+def test_anchor_targets_are_uploaded_unchanged(clean):
+    result = clean.result
     anchor = next(n for n in result.rounds[0].nodes if n.partition_id == result.rounds[0].anchor_partition)
     assert anchor.residual == 0.0
     np.testing.assert_allclose(anchor.shared_aligned, anchor.shared_targets, atol=1e-5)
+
+
+_KEBAB = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+
+
+def _keys(value, path=""):
+    """Every dict key in a JSON value with its path (not inside ``id-namespace``: names)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield f"{path}/{k}", k
+            if k != "id-namespace":
+                yield from _keys(v, f"{path}/{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _keys(v, f"{path}[{i}]")
+
+
+def test_every_summary_key_is_kebab_case(clean):
+    summary = json.loads((clean.settings.output_dir / "summary.json").read_text())
+    bad = [path for path, key in _keys(summary) if not _KEBAB.fullmatch(key)]
+    assert not bad, bad
+    assert all(type(p["status"]) is str for p in clean.result.summary["participants"])
+    assert {"partition-id", "prior-kind", "feature-dim", "reported-uniformity"} <= set(
+        summary["participants"][0]
+    )
+    assert {p["status"] for p in summary["participants"]} == {"ok"}
+
+
+def test_summary_config_is_the_run_config_of_the_run(clean):
+    config = json.loads((clean.settings.output_dir / "summary.json").read_text())["config"]
+    assert set(config) == set(DEFAULTS) - {"prior-mix"}
+    assert config["priors"] == FAST_PRIORS.split(",") and config["target-dim"] == 32
+    assert config["output-dir"] == str(clean.settings.output_dir)
+    again = Settings.from_config({}, config | {"priors": ",".join(config["priors"])})
+    assert again == clean.settings
+
+
+def test_node_record_round_trips_through_its_public_form():
+    rec = NodeRecord(
+        node_id=2**64 - 5,
+        partition_id=3,
+        prior_kind="random",
+        feature_dim=48,
+        reported_uniformity=-2.5,
+        status=Status.REJECTED,
+        reason="why",
+        num_stages=2,
+        shared_targets=np.ones((3, 2), np.float32),
+    )
+    public = rec.public()
+    assert public["node-id"] == str(2**64 - 5) and public["status"] == "rejected"
+    assert type(public["status"]) is str and "shared_targets" not in public
+    arrays = {f"shared_targets.{rec.node_id}": rec.shared_targets}
+    back = NodeRecord.from_public(json.loads(json.dumps(public)), arrays)
+    assert back.status is Status.REJECTED
+    np.testing.assert_array_equal(back.shared_targets, rec.shared_targets)
+    assert back.public() == public
+    # a checkpoint written with the earlier snake-case keys still reads
+    legacy = {k.replace("-", "_"): v for k, v in public.items()}
+    assert NodeRecord.from_public(legacy, {}).public() == public
+
+
+def test_a_failure_keeps_its_first_reason():
+    rec = NodeRecord(node_id=1, status=Status.OK)
+    rec.fail(Status.REJECTED, "first")
+    rec.fail(Status.FAILED, "second")
+    assert rec.status is Status.REJECTED and rec.reason == "first"
+    assert Status.OK == "ok" and json.dumps(Status.FAILED) == '"failed"'
 
 
 def test_nan_upload_is_rejected_and_its_shard_reassigned(tmp_path):
@@ -89,7 +201,7 @@ def test_nan_upload_is_rejected_and_its_shard_reassigned(tmp_path):
     )
     result, _, settings = _run(tmp_path, fault=fault)
     summary = result.summary
-    bad = next(p for p in summary["participants"] if p["partition_id"] == 1)
+    bad = next(p for p in summary["participants"] if p["partition-id"] == 1)
     assert bad["status"] == "rejected" and "non-finite" in bad["reason"]
     assert summary["complete"] and summary["rounds"][0]["reassigned"] > 0
     out = load_optimized(settings.output_dir)
@@ -108,7 +220,7 @@ def test_nan_upload_is_rejected_and_its_shard_reassigned(tmp_path):
 )
 def test_malformed_upload_is_rejected_with_reason(tmp_path, key, fn, reason):
     result, _, _ = _run(tmp_path, fault=_tamper(2, P.MSG_ALIGN, key, fn))
-    bad = next(p for p in result.summary["participants"] if p["partition_id"] == 2)
+    bad = next(p for p in result.summary["participants"] if p["partition-id"] == 2)
     assert bad["status"] == "rejected" and reason in bad["reason"]
     assert result.summary["complete"]
 
@@ -118,7 +230,7 @@ def test_silent_node_is_reported_and_nothing_is_lost(tmp_path):
         return None if (p == 3 and kind == P.MSG_ALIGN) else reply
 
     result, _, settings = _run(tmp_path, fault=silent, **{"step-timeout": 0.5})
-    bad = next(p for p in result.summary["participants"] if p["partition_id"] == 3)
+    bad = next(p for p in result.summary["participants"] if p["partition-id"] == 3)
     assert bad["status"] == "failed" and "no reply within" in bad["reason"]
     np.testing.assert_array_equal(load_optimized(settings.output_dir)["ids"], np.arange(N_DIGITS))
 
@@ -182,9 +294,12 @@ def test_late_joiners_are_waited_for_and_queried(tmp_path):
 
     def staggered():  # two nodes at first, the other two register a few polls later
         calls["n"] += 1
-        return all_nodes if calls["n"] > 12 else all_nodes[:2]
+        # the membership wait polls 6 times (every 0.2 s until 1 s of no change), so the
+        # other two appear only once the round has started without them
+        return all_nodes if calls["n"] > 7 else all_nodes[:2]
 
     grid.get_node_ids = staggered
+    # the real membership wait (with its settle time), not this module's shortcut
     result = CoOptStrategy(settings, N_DIGITS, log=lambda s: None, poll_interval=0.01).run(grid)
     assert len(result.summary["participants"]) == 4 and result.summary["complete"]
     assert sorted(p for p, _ in grid.sent if _ == P.MSG_UNIFORMITY) == [0, 1, 2, 3]
@@ -222,9 +337,9 @@ def _noise_participant(node, arrays):
 def test_noise_participant_is_rejected_before_it_can_become_the_anchor(tmp_path):
     result, _, _ = _run(tmp_path, fault=_replace_reply(1, P.MSG_UNIFORMITY, _noise_participant))
     summary = result.summary
-    bad = next(p for p in summary["participants"] if p["partition_id"] == 1)
+    bad = next(p for p in summary["participants"] if p["partition-id"] == 1)
     assert bad["status"] == "rejected" and "no information" in bad["reason"]
-    assert bad["uniformity"] < min(p["uniformity"] for p in summary["participants"] if p["partition_id"] != 1)
+    assert bad["uniformity"] < min(p["uniformity"] for p in summary["participants"] if p["partition-id"] != 1)
     assert summary["anchor"]["partition"] != 1 and summary["complete"]
 
 
@@ -233,7 +348,7 @@ def test_false_uniformity_claim_is_rejected(tmp_path):
         node[P.REPORTED_TARGET_UNIFORMITY] = float(node[P.REPORTED_TARGET_UNIFORMITY]) - 1.0
 
     result, _, _ = _run(tmp_path, fault=_replace_reply(0, P.MSG_UNIFORMITY, lie))
-    bad = next(p for p in result.summary["participants"] if p["partition_id"] == 0)
+    bad = next(p for p in result.summary["participants"] if p["partition-id"] == 0)
     assert bad["status"] == "rejected" and "claimed uniformity" in bad["reason"]
 
 
@@ -245,7 +360,10 @@ def test_false_uniformity_claim_is_rejected(tmp_path):
         ("lower-residual", "claimed alignment residual"),
     ],
 )
-def test_poisoned_upload_is_rejected_and_its_shard_reassigned(tmp_path, attack, reason):
+def test_poisoned_upload_is_rejected_and_its_shard_reassigned(tmp_path, clean, attack, reason):
+    # partition 0 must not be the anchor: the anchor's residual is 0, and halving 0 is no lie
+    assert clean.result.rounds[0].anchor_partition != 0
+
     def poison(node, arrays):
         rng = np.random.default_rng(1)
         if attack == "noise-shard":
@@ -257,7 +375,7 @@ def test_poisoned_upload_is_rejected_and_its_shard_reassigned(tmp_path, attack, 
 
     result, _, settings = _run(tmp_path, fault=_replace_reply(0, P.MSG_ALIGN, poison))
     summary = result.summary
-    bad = next(p for p in summary["participants"] if p["partition_id"] == 0)
+    bad = next(p for p in summary["participants"] if p["partition-id"] == 0)
     assert bad["status"] == "rejected" and reason in bad["reason"], bad["reason"]
     assert summary["complete"] and summary["rounds"][0]["reassigned"] > 0
     assert 0 not in set(load_optimized(settings.output_dir)["participant"].tolist())
@@ -285,9 +403,7 @@ def test_local_data_mode_namespaces_ids_per_participant(tmp_path):
     node_configs = {p: {P.NODE_DATA: f"npz:{paths[p]}", P.NODE_NAME: names[p]} for p in range(4)}
     settings = _settings(tmp_path, **{"data-mode": "local", "dataset": "digits", "shared-fraction": 0.1})
     grid = InProcessGrid(make_client_app({"priors": FAST_PRIORS}), 4, node_configs=node_configs)
-    result = CoOptStrategy(
-        settings, N_DIGITS, log=lambda s: None, poll_interval=0.01, shared_data=create_dataset("digits")
-    ).run(grid)
+    result = _strategy(settings, shared_data=create_dataset("digits")).run(grid)
     summary = result.summary
     assert summary["complete"] and summary["num-samples"] == sum(sizes)
     space = summary["id-namespace"]
@@ -321,8 +437,8 @@ def test_local_data_mode_keeps_a_failed_participants_block_for_a_later_round(tmp
         **{
             "data-mode": "local",
             "num-rounds": 2,
-            "step-timeout": 1.0,
-            "priors": "timm:resnet10t?size=16,weak:resnet10t?size=16,human",
+            "step-timeout": 0.5,
+            "priors": "counting:a?dim=48,counting:b?dim=40,human",
         },
     )
     grid = InProcessGrid(
@@ -331,12 +447,10 @@ def test_local_data_mode_keeps_a_failed_participants_block_for_a_later_round(tmp
         fault=fails_first_align,
         node_configs=node_configs,
     )
-    result = CoOptStrategy(
-        settings, N_DIGITS, log=lambda s: None, poll_interval=0.01, shared_data=create_dataset("digits")
-    ).run(grid)
+    result = _strategy(settings, shared_data=create_dataset("digits")).run(grid)
     first, second = result.summary["rounds"]
     assert first["missing"] == 410 and second["missing"] == 0
-    bad = next(p for p in first["participants"] if p["partition_id"] == 2)
+    bad = next(p for p in first["participants"] if p["partition-id"] == 2)
     assert bad["status"] == "failed" and "no reply" in bad["reason"]
     assert result.summary["complete"]
     out = load_optimized(settings.output_dir)
@@ -347,9 +461,7 @@ def test_local_data_mode_without_node_data_fails_that_node_with_a_clear_reason(t
     settings = _settings(tmp_path, **{"data-mode": "local"})
     grid = InProcessGrid(make_client_app({"priors": FAST_PRIORS}), 2)
     with pytest.raises(RuntimeError, match="no node config key 'data'"):
-        CoOptStrategy(
-            settings, N_DIGITS, log=lambda s: None, poll_interval=0.01, shared_data=create_dataset("digits")
-        ).run(grid)
+        _strategy(settings, shared_data=create_dataset("digits")).run(grid)
 
 
 # ------------------------------------------------------------------ checkpoints and resume
@@ -357,9 +469,9 @@ class _Killed(BaseException):
     """Stands in for SIGKILL of the ServerApp: nothing after it runs."""
 
 
-def test_resume_after_a_kill_mid_round_gives_the_same_merged_set(tmp_path):
-    reference, _, ref_settings = _run(tmp_path / "ref")
-    ref = load_optimized(ref_settings.output_dir)
+def test_resume_after_a_kill_mid_round_gives_the_same_merged_set(tmp_path, clean):
+    reference = clean.result  # the same settings, run without a kill
+    ref = load_optimized(clean.settings.output_dir)
 
     def killed_during_align(p, kind, request, reply):
         if kind == P.MSG_ALIGN and p == 2:
@@ -369,14 +481,12 @@ def test_resume_after_a_kill_mid_round_gives_the_same_merged_set(tmp_path):
     settings = _settings(tmp_path / "run")
     app = make_client_app({"priors": FAST_PRIORS})
     with pytest.raises(_Killed):
-        CoOptStrategy(settings, N_DIGITS, log=lambda s: None, poll_interval=0.01).run(
-            InProcessGrid(app, 4, fault=killed_during_align)
-        )
+        _strategy(settings).run(InProcessGrid(app, 4, fault=killed_during_align))
     ck = json.loads((settings.output_dir / "checkpoint.json").read_text())
     assert ck["phase"] == "uniformity" and ck["round"] == 1
     grid = InProcessGrid(app, 4)
     logs = []
-    result = CoOptStrategy(settings, N_DIGITS, log=logs.append, poll_interval=0.01).run(grid)
+    result = _strategy(settings, log=logs.append).run(grid)
     assert [t for _, t in grid.sent] == [P.MSG_ALIGN] * 4  # the uniformity phase was not redone
     assert any("resum" in line for line in logs)
     assert result.summary["resumes"] == [{"round": 1, "after-phase": "uniformity"}]
@@ -392,50 +502,47 @@ def test_resume_after_a_kill_mid_round_gives_the_same_merged_set(tmp_path):
     ]
     # a finished run is not redone
     again = InProcessGrid(app, 4)
-    CoOptStrategy(settings, N_DIGITS, log=lambda s: None, poll_interval=0.01).run(again)
+    _strategy(settings).run(again)
     assert again.sent == []
 
 
-def test_more_rounds_continue_a_finished_run(tmp_path):
-    _run(tmp_path)
+def test_more_rounds_continue_a_finished_run(tmp_path, clean):
+    clean.copy_to(tmp_path)  # a finished one-round run in tmp_path / "out"
     settings = _settings(tmp_path, **{"num-rounds": 2})
     grid = InProcessGrid(make_client_app({"priors": FAST_PRIORS}), 4)
-    result = CoOptStrategy(settings, N_DIGITS, log=lambda s: None, poll_interval=0.01).run(grid)
+    result = _strategy(settings).run(grid)
     assert [r["round"] for r in result.summary["rounds"]] == [1, 2]
     assert np.all(load_optimized(settings.output_dir)["round"] == 2)
 
 
-def test_checkpoint_of_other_settings_is_refused_by_name(tmp_path):
-    _run(tmp_path)
+def test_checkpoint_of_other_settings_is_refused_by_name(tmp_path, clean):
+    clean.copy_to(tmp_path)
     settings = _settings(tmp_path, **{"target-dim": 16})
     with pytest.raises(ValueError, match="target_dim"):
-        CoOptStrategy(settings, N_DIGITS, log=lambda s: None).run(InProcessGrid(make_client_app({}), 4))
+        _strategy(settings).run(InProcessGrid(make_client_app({}), 4))
     fresh = _settings(tmp_path, **{"target-dim": 16, "resume": False})
     grid = InProcessGrid(make_client_app({"priors": FAST_PRIORS}), 4)
-    assert (
-        CoOptStrategy(fresh, N_DIGITS, log=lambda s: None, poll_interval=0.01).run(grid).summary["complete"]
-    )
+    assert _strategy(fresh).run(grid).summary["complete"]
 
 
 def test_g_does_not_depend_on_node_ids(tmp_path):
     """Node ids are random per run; G is computed over participants in partition order."""
     gs = []
     for order in ((10, 20, 30, 40), (40, 30, 20, 10)):
-        settings = _settings(tmp_path / str(order[0]), **{"priors": "timm:resnet10t?size=16,human,human"})
+        settings = _settings(tmp_path / str(order[0]), **{"priors": "counting:a?dim=48,human,human"})
         grid = InProcessGrid(make_client_app({"priors": settings.priors and ",".join(settings.priors)}), 4)
         # the same partitions behind node ids that sort differently
         by_partition = sorted(grid.contexts.values(), key=lambda c: int(c.node_config["partition-id"]))
         grid.contexts = dict(zip(order, by_partition, strict=True))
-        r = CoOptStrategy(settings, N_DIGITS, log=lambda s: None, poll_interval=0.01).run(grid).rounds[0]
+        r = _strategy(settings).run(grid).rounds[0]
         gs.append((r.g_before, r.g_after))
     assert gs[0] == gs[1]
 
 
 # ------------------------------------------------------------------ uploads in parts
-def test_uploads_in_parts_give_the_same_merged_set(tmp_path):
-    _run(tmp_path / "whole")
+def test_uploads_in_parts_give_the_same_merged_set(tmp_path, clean):
     _result, grid, settings = _run(tmp_path / "parts", **{"upload-max-samples": 100})
-    whole, parts = load_optimized(tmp_path / "whole" / "out"), load_optimized(settings.output_dir)
+    whole, parts = load_optimized(clean.settings.output_dir), load_optimized(settings.output_dir)
     for key in ("ids", "participant", "round"):
         np.testing.assert_array_equal(parts[key], whole[key])
     # smaller batches through the prior and the map may change the last float32 bits
@@ -464,7 +571,7 @@ def test_a_poisoned_later_part_clears_the_earlier_parts_of_that_node(tmp_path):
         return reply
 
     result, _, settings = _run(tmp_path, fault=poison_second_part, **{"upload-max-samples": 100})
-    bad = next(p for p in result.summary["participants"] if p["partition_id"] == 1)
+    bad = next(p for p in result.summary["participants"] if p["partition-id"] == 1)
     assert bad["status"] == "rejected" and bad["samples"] == 0
     out = load_optimized(settings.output_dir)
     np.testing.assert_array_equal(out["ids"], np.arange(N_DIGITS))

@@ -1,0 +1,236 @@
+"""The platform's checkpoint: its state after every finished phase, so a restart resumes.
+
+``checkpoint.json`` names a tensor file (``checkpoint-r<round>-<phase>.safetensors``) with
+the merged set and each participant's shared-set arrays; the tensors are written first and
+the JSON replaced last, both atomically, so a crash at any point leaves a consistent
+checkpoint (the previous one, or the new one). A checkpoint is only resumed by a run whose
+:func:`fingerprint` matches.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coopt_flwr.config import Settings
+from coopt_flwr.protocol.merge import MergedTargets
+from coopt_flwr.store.storage import CHECKPOINT_FILE, load_tensors, write_json, write_tensors
+from strategies.records import ARRAY_FIELDS, NodeRecord
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "FINGERPRINT_KEYS",
+    "Checkpoint",
+    "Checkpoints",
+    "PlatformState",
+    "RoundState",
+    "fingerprint",
+]
+
+CHECKPOINT_FORMAT = 1
+FINGERPRINT_KEYS = (
+    "dataset",
+    "data_mode",
+    "priors",
+    "shared_fraction",
+    "target_dim",
+    "ridge",
+    "seed",
+    "screen_max_residual",
+    "screen_max_tv",
+)
+"""Settings that must match for a checkpoint to be resumed (num-rounds may grow: more rounds)."""
+
+_MERGED_ARRAYS = ("targets", "participant", "round", "stage")
+
+
+def fingerprint(settings: Settings) -> dict[str, Any]:
+    """The :data:`FINGERPRINT_KEYS` of ``settings``, JSON-ready (tuples as lists)."""
+    d = asdict(settings)
+    return {k: (list(d[k]) if isinstance(d[k], tuple) else d[k]) for k in FINGERPRINT_KEYS}
+
+
+@dataclass
+class PlatformState:
+    """What the platform carries from round to round, besides the merged set.
+
+    Attributes
+    ----------
+    namespace
+        Local data mode: participant name → ``offset``, ``count``, ``partition`` of its ids.
+    num_partitions
+        The federation's size, as the nodes report it.
+    stages, path_lengths
+        Partition → the evolution stage it uses, and the length of its path.
+    node_partitions
+        Node id → the partition it last reported.
+    round_summaries
+        The summary entry of every finished round.
+    resumes
+        Where each restart picked up the run.
+    """
+
+    namespace: dict[str, dict[str, int]] = field(default_factory=dict)
+    num_partitions: int = 0
+    stages: dict[int, int] = field(default_factory=dict)
+    path_lengths: dict[int, int] = field(default_factory=dict)
+    node_partitions: dict[int, int] = field(default_factory=dict)
+    round_summaries: list[dict[str, Any]] = field(default_factory=list)
+    resumes: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "num-partitions": self.num_partitions,
+            "stages": {str(k): v for k, v in self.stages.items()},
+            "path-lengths": {str(k): v for k, v in self.path_lengths.items()},
+            "node-partitions": {str(k): v for k, v in self.node_partitions.items()},
+            "round-summaries": self.round_summaries,
+            "resumes": self.resumes,
+        }
+
+    @classmethod
+    def from_json(cls, ck: dict[str, Any]) -> PlatformState:
+        return cls(
+            namespace={k: {kk: int(vv) for kk, vv in v.items()} for k, v in ck["namespace"].items()},
+            num_partitions=int(ck["num-partitions"]),
+            stages={int(k): int(v) for k, v in ck["stages"].items()},
+            path_lengths={int(k): int(v) for k, v in ck["path-lengths"].items()},
+            node_partitions={int(k): int(v) for k, v in ck["node-partitions"].items()},
+            round_summaries=list(ck["round-summaries"]),
+            resumes=list(ck.get("resumes", [])),
+        )
+
+
+@dataclass
+class RoundState:
+    """A round's progress between its phases (besides the participants' records)."""
+
+    g_before: float | None = None
+    reassigned: int = 0
+    upgraded: list[int] = field(default_factory=list)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"g-before": self.g_before, "reassigned": self.reassigned, "upgraded": self.upgraded}
+
+
+@dataclass
+class Checkpoint:
+    """A restored checkpoint: the round and its last finished phase (``done`` after a round)."""
+
+    round: int
+    phase: str
+    records: dict[int, NodeRecord]
+    anchor: NodeRecord | None
+    state: RoundState
+
+
+class Checkpoints:
+    """Reads and writes the checkpoint of the run in ``settings.output_dir``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.out: Path = settings.output_dir
+        self.fingerprint = fingerprint(settings)
+
+    @property
+    def path(self) -> Path:
+        return self.out / CHECKPOINT_FILE
+
+    def save(
+        self,
+        round_: int,
+        phase: str,
+        records: dict[int, NodeRecord],
+        anchor: NodeRecord | None,
+        state: RoundState | None,
+        merged: MergedTargets,
+        platform: PlatformState,
+    ) -> None:
+        """Persist the state after a phase: tensors first, then the JSON naming them.
+
+        ``state`` is ``None`` once a round is done (nothing of it is left to resume).
+        """
+        tensor_file = f"checkpoint-r{round_}-{phase}.safetensors"
+        arrays = {f"merged.{name}": getattr(merged, name) for name in _MERGED_ARRAYS}
+        for rec in records.values():
+            for name in ARRAY_FIELDS:
+                value = getattr(rec, name)
+                if value is not None:
+                    arrays[f"{name}.{rec.node_id}"] = value
+        write_tensors(self.out / tensor_file, arrays)
+        previous = self.read_json()
+        write_json(
+            self.path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "fingerprint": self.fingerprint,
+                "round": round_,
+                "phase": phase,
+                "tensors": tensor_file,
+                "anchor-node": None if anchor is None else str(anchor.node_id),
+                "records": [r.public() for r in records.values()],
+                "state": {} if state is None else state.to_json(),
+                "phase-seconds": {} if state is None else state.phase_seconds,
+                **platform.to_json(),
+            },
+        )
+        if previous and previous.get("tensors") not in (None, tensor_file):
+            (self.out / previous["tensors"]).unlink(missing_ok=True)
+
+    def read_json(self) -> dict[str, Any] | None:
+        """The raw ``checkpoint.json``; ``None`` when there is none.
+
+        Raises
+        ------
+        ValueError
+            The file is unreadable.
+        """
+        if not self.path.is_file():
+            return None
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"{self.path} is not a readable checkpoint ({exc}); move it away to start afresh"
+            ) from exc
+
+    def load(self, merged: MergedTargets) -> tuple[Checkpoint, PlatformState] | None:
+        """Restore the last finished phase into ``merged``; ``None`` when there is no checkpoint.
+
+        The returned platform state lists this restart among its ``resumes``.
+
+        Raises
+        ------
+        ValueError
+            The checkpoint belongs to a run with other settings, or is unreadable.
+        """
+        ck = self.read_json()
+        if ck is None:
+            return None
+        if ck.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {ck.get('format')} is not {CHECKPOINT_FORMAT}")
+        differ = sorted(k for k in self.fingerprint if ck["fingerprint"].get(k) != self.fingerprint[k])
+        if differ:
+            raise ValueError(
+                f"{self.out} holds a checkpoint of a run with other settings ({', '.join(differ)}); "
+                "use another output-dir, or resume=false to start afresh there"
+            )
+        arrays = load_tensors(self.out / ck["tensors"])
+        merged.grow(len(arrays["merged.participant"]))
+        for name in _MERGED_ARRAYS:
+            getattr(merged, name)[:] = arrays.pop(f"merged.{name}")
+        platform = PlatformState.from_json(ck)
+        platform.resumes.append({"round": int(ck["round"]), "after-phase": ck["phase"]})
+        records = {r.node_id: r for r in (NodeRecord.from_public(d, arrays) for d in ck["records"])}
+        anchor = records.get(int(ck["anchor-node"])) if ck["anchor-node"] is not None else None
+        state = RoundState(
+            g_before=ck["state"].get("g-before"),
+            reassigned=int(ck["state"].get("reassigned", 0)),
+            upgraded=list(ck["state"].get("upgraded", [])),
+            phase_seconds=dict(ck["phase-seconds"]),
+        )
+        checkpoint = Checkpoint(int(ck["round"]), ck["phase"], records, anchor, state)
+        return checkpoint, platform

@@ -1,0 +1,112 @@
+"""``summary.json``: one entry per round and the run's state after its last round.
+
+Every key is kebab-case, like the run-config: participants are
+:meth:`strategies.records.NodeRecord.public`, ``config`` the run-config keys of the run's
+:class:`coopt_flwr.config.Settings`.
+"""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from coopt_flwr.config import DEFAULTS, Settings
+from coopt_flwr.protocol.merge import MergedTargets
+from strategies.records import RoundResult
+
+__all__ = ["config_summary", "round_summary", "run_summary"]
+
+
+def config_summary(settings: Settings) -> dict[str, Any]:
+    """The run's settings under their run-config keys (:data:`coopt_flwr.config.DEFAULTS`).
+
+    ``priors`` is the list of configured entries (a spec or an evolution path ``"a > b"``
+    each, after ``prior-mix`` is resolved), ``output-dir`` the resolved path. ``prior-mix`` is
+    left out (it is resolved into ``priors``), and so is the derived ``paths``.
+    """
+    values = {f.name.replace("_", "-"): getattr(settings, f.name) for f in fields(settings)}
+    config: dict[str, Any] = {}
+    for key in DEFAULTS:
+        if key in values:
+            v = values[key]
+            config[key] = list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v
+    return config
+
+
+def round_summary(r: RoundResult) -> dict[str, Any]:
+    """The summary entry of one round."""
+    return {
+        "round": r.round,
+        "anchor-partition": r.anchor_partition,
+        "anchor-prior": r.anchor_prior,
+        "g-before": r.g_before,
+        "g-after": r.g_after,
+        "phase-seconds": r.phase_seconds,
+        "missing": r.missing,
+        "reassigned": r.reassigned,
+        "upgraded": r.upgraded,
+        "metrics": r.metrics,
+        "participants": [n.public() for n in r.nodes],
+    }
+
+
+def run_summary(
+    last: RoundResult,
+    *,
+    settings: Settings,
+    merged: MergedTargets,
+    shared_samples: int,
+    rounds: list[dict[str, Any]],
+    resumes: list[dict[str, Any]],
+    baseline_rss_mb: float,
+    namespace: dict[str, dict[str, int]] | None = None,
+) -> dict[str, Any]:
+    """The content of ``summary.json`` after the round ``last``.
+
+    Parameters
+    ----------
+    last
+        The round just finished.
+    settings
+        The run's settings.
+    merged
+        The merged set after ``last``.
+    shared_samples
+        |S|.
+    rounds
+        :func:`round_summary` of every round so far (``last`` included).
+    resumes
+        Where each restart picked up the run.
+    baseline_rss_mb
+        The platform's resident memory before the first round.
+    namespace
+        Local data mode: participant name → its block of global ids (``id-namespace``).
+    """
+    missing = merged.missing_ids()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    merged_mb = merged.targets.nbytes / 2**20
+    summary = {
+        "num-samples": merged.num_samples,
+        "shared-samples": shared_samples,
+        "target-dim": settings.target_dim,
+        "data-mode": settings.data_mode,
+        "complete": bool(len(missing) == 0),
+        "missing-ids": missing.tolist(),
+        "anchor": {"partition": last.anchor_partition, "prior": last.anchor_prior},
+        "g-before": last.g_before,
+        "g-after": last.g_after,
+        "participants": [r.public() for r in last.nodes],
+        "rounds": rounds,
+        "resumes": resumes,
+        "platform-memory-mb": {
+            "baseline": round(baseline_rss_mb, 1),
+            "peak": round(peak_mb, 1),
+            "merged-targets": round(merged_mb, 1),
+        },
+        "config": config_summary(settings),
+    }
+    if namespace is not None:
+        summary["id-namespace"] = namespace
+    return summary
