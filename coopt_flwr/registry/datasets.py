@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import tempfile
-import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from coopt_flwr.registry.spec import Spec, check_options, parse_spec, reject_arg, require_arg, validate_name
+from coopt_flwr.registry.registry import Registry, UnknownNameError
+from coopt_flwr.registry.spec import Spec, check_options, parse_spec, reject_arg, require_arg
 
 __all__ = [
     "DEFAULT_DATASET",
@@ -157,17 +157,13 @@ class ImageData:
 DatasetFactory = Callable[..., ImageData]
 """``factory(spec: Spec, *, data_root: str | None) -> ImageData``."""
 
-_FACTORIES: dict[str, DatasetFactory] = {}
-_CACHE: dict[tuple[str, str | None, str], ImageData] = {}
-_CACHE_LOCK = threading.Lock()
 
-
-class UnknownDatasetError(KeyError, ValueError):
+class UnknownDatasetError(UnknownNameError):
     """Raised by :func:`create_dataset` for a name that is not registered."""
 
-    def __str__(self) -> str:
-        # KeyError would otherwise print the repr of the message, quotes and all.
-        return str(self.args[0]) if self.args else ""
+
+# No bound: a data set stays cached for the life of the process (clear_dataset_cache empties it).
+_DATASETS: Registry[ImageData] = Registry("data set", error=UnknownDatasetError, cache_size=None)
 
 
 def register_dataset(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
@@ -178,20 +174,12 @@ def register_dataset(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
     ValueError
         If ``name`` is invalid or already registered.
     """
-    validate_name(name, what="data-set name")
-
-    def decorator(factory: DatasetFactory) -> DatasetFactory:
-        if name in _FACTORIES:
-            raise ValueError(f"data set {name!r} is already registered")
-        _FACTORIES[name] = factory
-        return factory
-
-    return decorator
+    return _DATASETS.register(name)
 
 
 def list_datasets() -> list[str]:
     """Return the registered data-set names, sorted."""
-    return sorted(_FACTORIES)
+    return _DATASETS.names()
 
 
 def create_dataset(spec: str, *, data_root: str | None = None) -> ImageData:
@@ -212,30 +200,23 @@ def create_dataset(spec: str, *, data_root: str | None = None) -> ImageData:
     Raises
     ------
     UnknownDatasetError
-        If the name is not registered; the message lists the registered names.
+        If the name is not registered; the message suggests close names and lists them all.
     ValueError
         For a malformed spec or bad options.
     """
     parsed = parse_spec(spec)
-    factory = _FACTORIES.get(parsed.name)
-    if factory is None:
-        raise UnknownDatasetError(
-            f"unknown data set {parsed.name!r} in spec {parsed.text!r}; "
-            f"available: {', '.join(list_datasets())}"
-        )
+    factory = _DATASETS.factory(parsed)
     root = None if data_root is None else os.path.abspath(os.path.expanduser(data_root))
-    # cwd is part of the key because relative paths resolve against it when no root is given.
-    key = (parsed.text, root, os.getcwd())
-    with _CACHE_LOCK:
-        cached = _CACHE.get(key)
-        if cached is not None:
-            return cached
+
+    def build() -> ImageData:
         subset = _pop_subset_options(parsed)
         data = factory(subset[0], data_root=root)
         if subset[1] is not None:
             data = balanced_subset(data, subset[1], subset[2], name=parsed.text)
-        _CACHE[key] = data
         return data
+
+    # cwd is part of the key because relative paths resolve against it when no root is given.
+    return _DATASETS.cached((parsed.text, root, os.getcwd()), build)
 
 
 # Options every data set accepts, handled here rather than by each factory.
@@ -290,8 +271,7 @@ def balanced_subset(data: ImageData, size: int, seed: int, name: str | None = No
 
 def clear_dataset_cache() -> None:
     """Forget every data set cached by :func:`create_dataset`."""
-    with _CACHE_LOCK:
-        _CACHE.clear()
+    _DATASETS.clear()
 
 
 def shared_subset(num_samples: int, fraction: float, seed: int) -> np.ndarray:
@@ -355,13 +335,6 @@ def _resolve_path(arg: str, data_root: str | None) -> Path:
     return path.resolve()
 
 
-def _positive_size(spec: Spec, default: int | None) -> int | None:
-    size = spec.get_int("size", default)
-    if size is not None and size < 1:
-        raise ValueError(f"option 'size' of spec {spec.text!r} must be >= 1, got {size}")
-    return size
-
-
 def _resize_nhwc(images: np.ndarray, size: int) -> np.ndarray:
     """Bilinear (antialiased) resize of uint8 (N, H, W, 3) to uint8 (N, size, size, 3)."""
     import torch  # deferred: the server only indexes data sets and need not load torch
@@ -383,7 +356,7 @@ def _digits(spec: Spec, *, data_root: str | None) -> ImageData:
 
     reject_arg(spec)
     check_options(spec, {"size"})
-    size = _positive_size(spec, None)
+    size = spec.get_positive_int("size", None)
     bunch = load_digits()
     gray = np.asarray(bunch.images, dtype=np.float64)  # (1797, 8, 8), values 0..16
     gray = np.rint(gray * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
@@ -585,8 +558,7 @@ def _folder(spec: Spec, *, data_root: str | None) -> ImageData:
 
     root = _resolve_path(require_arg(spec, "path to an image folder"), data_root)
     check_options(spec, {"size"})
-    size = _positive_size(spec, 64)
-    assert size is not None
+    size = spec.get_positive_int("size", 64)
     if not root.is_dir():
         raise FileNotFoundError(2, "image folder not found", str(root))
     entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))

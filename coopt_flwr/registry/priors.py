@@ -23,9 +23,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib
-import threading
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -38,7 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from coopt_flwr.devices import resolve_device
-from coopt_flwr.registry.spec import Spec, check_options, parse_spec, reject_arg, require_arg, validate_name
+from coopt_flwr.registry.registry import Registry, UnknownNameError
+from coopt_flwr.registry.spec import Spec, check_options, parse_spec, reject_arg, require_arg
 
 __all__ = [
     "EFFICIENTNET_LITE_VARIANTS",
@@ -303,17 +302,12 @@ class HumanPrior(Prior):
 PriorFactory = Callable[..., Prior]
 """``factory(spec: Spec, *, seed: int, batch_size: int, device: torch.device) -> Prior``."""
 
-_FACTORIES: dict[str, PriorFactory] = {}
-_CACHE: OrderedDict[tuple[str, int, str, int], Prior] = OrderedDict()
-_CACHE_LOCK = threading.Lock()
 
-
-class UnknownPriorError(KeyError, ValueError):
+class UnknownPriorError(UnknownNameError):
     """Raised by :func:`create_prior` for a name that is not registered."""
 
-    def __str__(self) -> str:
-        # KeyError would otherwise print the repr of the message, quotes and all.
-        return str(self.args[0]) if self.args else ""
+
+_PRIORS: Registry[Prior] = Registry("prior", error=UnknownPriorError, cache_size=_PRIOR_CACHE_SIZE)
 
 
 def register_prior(name: str) -> Callable[[PriorFactory], PriorFactory]:
@@ -324,20 +318,12 @@ def register_prior(name: str) -> Callable[[PriorFactory], PriorFactory]:
     ValueError
         If ``name`` is invalid or already registered.
     """
-    validate_name(name, what="prior name")
-
-    def decorator(factory: PriorFactory) -> PriorFactory:
-        if name in _FACTORIES:
-            raise ValueError(f"prior {name!r} is already registered")
-        _FACTORIES[name] = factory
-        return factory
-
-    return decorator
+    return _PRIORS.register(name)
 
 
 def list_priors() -> list[str]:
     """Return the registered prior names, sorted."""
-    return sorted(_FACTORIES)
+    return _PRIORS.names()
 
 
 def create_prior(
@@ -364,46 +350,27 @@ def create_prior(
     Raises
     ------
     UnknownPriorError
-        If the name is not registered; the message lists the registered names.
+        If the name is not registered; the message suggests close names and lists them all.
     ValueError
         For a malformed spec, bad options or arguments.
     """
     parsed = parse_spec(spec)
-    factory = _FACTORIES.get(parsed.name)
-    if factory is None:
-        raise UnknownPriorError(
-            f"unknown prior {parsed.name!r} in spec {parsed.text!r}; available: {', '.join(list_priors())}"
-        )
+    factory = _PRIORS.factory(parsed)
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     dev = resolve_device(device)
     key = (parsed.text, int(seed), str(dev), int(batch_size))
-    with _CACHE_LOCK:
-        cached = _CACHE.get(key)
-        if cached is not None:
-            _CACHE.move_to_end(key)
-            return cached
-        prior = factory(parsed, seed=int(seed), batch_size=int(batch_size), device=dev)
-        _CACHE[key] = prior
-        while len(_CACHE) > _PRIOR_CACHE_SIZE:
-            _CACHE.popitem(last=False)
-        return prior
+    return _PRIORS.cached(
+        key, partial(factory, parsed, seed=int(seed), batch_size=int(batch_size), device=dev)
+    )
 
 
 def clear_prior_cache() -> None:
     """Forget every prior cached by :func:`create_prior`."""
-    with _CACHE_LOCK:
-        _CACHE.clear()
+    _PRIORS.clear()
 
 
 # --------------------------------------------------------------------------- timm helpers
-
-
-def _size_option(spec: Spec) -> int | None:
-    size = spec.get_int("size", None)
-    if size is not None and size < 1:
-        raise ValueError(f"option 'size' of spec {spec.text!r} must be >= 1, got {size}")
-    return size
 
 
 def _check_arch(arch: str) -> None:
@@ -520,7 +487,7 @@ def _load_checkpoint(model: nn.Module, path: str, spec: Spec) -> None:
 
 def _timm_prior(spec: Spec, kind: str, model: nn.Module, batch_size: int, device: torch.device) -> TimmPrior:
     config = timm.data.resolve_data_config({}, model=model)
-    size = _size_option(spec)
+    size = spec.get_positive_int("size", None)
     input_size = (size, size) if size is not None else tuple(config["input_size"][1:])
     return TimmPrior(
         spec.text,
@@ -541,7 +508,7 @@ def _timm_prior(spec: Spec, kind: str, model: nn.Module, batch_size: int, device
 def _timm(spec: Spec, *, seed: int, batch_size: int, device: torch.device) -> Prior:
     arch = require_arg(spec, "a timm architecture")
     check_options(spec, {"pretrained", "checkpoint", "size"})
-    _size_option(spec)  # validate before the (slow) model build
+    spec.get_positive_int("size", None)  # validate before the (slow) model build
     pretrained = spec.get_bool("pretrained", False)
     checkpoint = spec.get_str("checkpoint", None)
     if pretrained and checkpoint is not None:
@@ -565,7 +532,7 @@ def _weak(spec: Spec, *, seed: int, batch_size: int, device: torch.device) -> Pr
             "for an early checkpoint, or timm:<arch>?pretrained=true for a strong prior"
         )
     check_options(spec, {"checkpoint", "size"})
-    _size_option(spec)
+    spec.get_positive_int("size", None)
     _check_arch(arch)
     model = _create_random(arch, seed)
     checkpoint = spec.get_str("checkpoint", None)
@@ -645,7 +612,7 @@ def _efficientnet_lite(
 ) -> Prior:
     reject_arg(spec)
     check_options(spec, {"size"})
-    _size_option(spec)
+    spec.get_positive_int("size", None)
     path = efficientnet_lite_weight_file(variant)
     source = torch.load(path, map_location="cpu", weights_only=True)
     model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
@@ -666,9 +633,7 @@ for _variant in EFFICIENTNET_LITE_VARIANTS:
 def _human(spec: Spec, *, seed: int, batch_size: int, device: torch.device) -> Prior:
     reject_arg(spec)
     check_options(spec, {"classes", "fraction"})
-    classes = spec.get_int("classes", 10)
-    if classes is None or classes < 1:
-        raise ValueError(f"option 'classes' of spec {spec.text!r} must be >= 1, got {classes}")
+    classes = spec.get_positive_int("classes", 10)
     raw = spec.get_str("fraction", "1")
     try:
         fraction = float(raw)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import overload
 
 __all__ = [
     "Spec",
@@ -86,6 +87,23 @@ class Spec:
             raise ValueError(
                 f"option {key!r} of spec {self.text!r} must be an integer, got {value!r}"
             ) from None
+
+    @overload
+    def get_positive_int(self, key: str, default: int) -> int: ...
+    @overload
+    def get_positive_int(self, key: str, default: None) -> int | None: ...
+    def get_positive_int(self, key: str, default: int | None) -> int | None:
+        """Return option ``key`` as an int >= 1, or ``default`` when it is absent.
+
+        Raises
+        ------
+        ValueError
+            If the value is not an integer, or is below 1.
+        """
+        value = self.get_int(key, default)
+        if value is not None and value < 1:
+            raise ValueError(f"option {key!r} of spec {self.text!r} must be >= 1, got {value}")
+        return value
 
     def get_bool(self, key: str, default: bool) -> bool:
         """Return option ``key`` as a bool (true/false/1/0/yes/no/on/off), or ``default``.

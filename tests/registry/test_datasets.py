@@ -54,7 +54,7 @@ def test_unknown_name_lists_available() -> None:
 
 
 def test_register_custom_and_duplicate(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(datasets, "_FACTORIES", dict(datasets._FACTORIES))
+    monkeypatch.setattr(datasets._DATASETS, "_factories", dict(datasets._DATASETS._factories))
     x, y = _toy()
 
     @register_dataset("toy")

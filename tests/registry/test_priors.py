@@ -64,7 +64,7 @@ def test_unknown_prior_lists_available() -> None:
 
 
 def test_register_custom_and_duplicate(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(priors, "_FACTORIES", dict(priors._FACTORIES))
+    monkeypatch.setattr(priors._PRIORS, "_factories", dict(priors._PRIORS._factories))
 
     @register_prior("ones")
     def _ones(spec: Spec, *, seed: int, batch_size: int, device: torch.device) -> Prior:

@@ -122,3 +122,16 @@ def test_arg_helpers() -> None:
     reject_arg(parse_spec("digits"))
     with pytest.raises(ValueError, match=r"takes no ':' argument"):
         reject_arg(parse_spec("digits:foo"))
+
+
+def test_get_positive_int() -> None:
+    spec = parse_spec("x?size=3&zero=0&word=big")
+    assert spec.get_positive_int("size", None) == 3
+    assert spec.get_positive_int("missing", None) is None
+    assert spec.get_positive_int("missing", 64) == 64
+    with pytest.raises(
+        ValueError, match=r"option 'zero' of spec 'x\?size=3&zero=0&word=big' must be >= 1, got 0"
+    ):
+        spec.get_positive_int("zero", None)
+    with pytest.raises(ValueError, match=r"must be an integer"):
+        spec.get_positive_int("word", 1)

@@ -1,0 +1,124 @@
+"""One typed registry behind the prior and data-set registries (after timm's model registry).
+
+A :class:`Registry` maps names to factories. It refuses a name registered twice, answers an
+unknown name with the closest registered ones and the full list, and keeps what its factories
+built in a thread-safe cache: unbounded (``cache_size=None``), an LRU of ``cache_size``
+entries, or none (``cache_size=0``). The caller chooses the cache key, so each registry decides
+what makes two requests the same (the spec plus the arguments that change the result).
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+from coopt_flwr.registry.spec import Spec, validate_name
+
+__all__ = ["Registry", "UnknownNameError"]
+
+T = TypeVar("T")
+
+
+class UnknownNameError(KeyError, ValueError):
+    """A spec names nothing registered: a KeyError for a lookup, a ValueError for bad config."""
+
+    def __str__(self) -> str:
+        # KeyError would otherwise print the repr of the message, quotes and all.
+        return str(self.args[0]) if self.args else ""
+
+
+class Registry(Generic[T]):
+    """Named factories of ``T`` with a cache of the objects they built.
+
+    Parameters
+    ----------
+    kind : str
+        What is registered, for messages (``"prior"``, ``"data set"``).
+    error : type of UnknownNameError
+        Raised by :meth:`factory` for a name that is not registered.
+    cache_size : int or None
+        None: cache without bound; N >= 1: keep the N most recently used; 0: do not cache.
+    """
+
+    def __init__(
+        self, kind: str, *, error: type[UnknownNameError] = UnknownNameError, cache_size: int | None = None
+    ) -> None:
+        if cache_size is not None and (int(cache_size) != cache_size or cache_size < 0):
+            raise ValueError(f"cache_size must be None or an integer >= 0, got {cache_size!r}")
+        self.kind = kind
+        self.error = error
+        self.cache_size = cache_size
+        self._factories: dict[str, Callable[..., T]] = {}
+        self._cache: OrderedDict[Hashable, T] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator registering a factory under ``name``; returns the factory unchanged.
+
+        Raises
+        ------
+        ValueError
+            If ``name`` is invalid (at once) or already registered (when the decorator is applied).
+        """
+        validate_name(name, what=f"{self.kind.replace(' ', '-')} name")
+
+        def decorator(factory: Callable[..., T]) -> Callable[..., T]:
+            if name in self._factories:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._factories[name] = factory
+            return factory
+
+        return decorator
+
+    def names(self) -> list[str]:
+        """Return the registered names, sorted."""
+        return sorted(self._factories)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._factories
+
+    def factory(self, spec: Spec) -> Callable[..., T]:
+        """Return the factory registered under ``spec.name``.
+
+        Raises
+        ------
+        UnknownNameError
+            (the registry's ``error`` type) naming the closest registered names, then all of them.
+        """
+        found = self._factories.get(spec.name)
+        if found is not None:
+            return found
+        close = difflib.get_close_matches(spec.name, self._factories, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        available = ", ".join(self.names())
+        raise self.error(
+            f"unknown {self.kind} {spec.name!r} in spec {spec.text!r}; {hint}available: {available}"
+        )
+
+    def cached(self, key: Hashable, build: Callable[[], T]) -> T:
+        """Return the object cached under ``key``, or ``build()`` it and cache it.
+
+        The lock is held while building, so concurrent requests build each object once. A hit
+        makes the entry the most recently used; past ``cache_size`` the least recent is dropped.
+        """
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            value = build()
+            if self.cache_size != 0:
+                self._cache[key] = value
+                while self.cache_size is not None and len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            return value
+
+    def clear(self) -> None:
+        """Forget every cached object (the registered factories stay)."""
+        with self._lock:
+            self._cache.clear()
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, names={self.names()}, cache_size={self.cache_size})"
