@@ -28,15 +28,26 @@ from flwr.clientapp import ClientApp
 from coopt_flwr.config import Settings
 from coopt_flwr.protocol import messages as P
 from coopt_flwr.protocol.evolution import parse_path
-from coopt_flwr.protocol.participant import FeatureCache, aligned_upload, uniformity_report
+from coopt_flwr.protocol.participant import (
+    AlignedUpload,
+    FeatureCache,
+    UniformityReport,
+    aligned_upload,
+    check_shard_ids,
+    shared_set,
+    uniformity_report,
+)
 from coopt_flwr.registry.datasets import ImageData, create_dataset
-from coopt_flwr.registry.priors import create_prior
+from coopt_flwr.registry.priors import Prior, create_prior
 
 _CACHE_RECORD = "coopt-feature-cache"
 _CACHE_META = "coopt-feature-cache-meta"
 # Caches by source: "data" holds features of the ids of the data the node embeds (the
 # platform's D, or the node's own data), "shared" those of the S images the platform sends in
 # local data mode (their ids index that small set, not the node's data).
+
+
+# --- who this node is ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,13 @@ def _identity(settings: Settings, context: Context, config: ConfigRecord) -> _Id
     return _Identity(partition, num_partitions, path, stage)
 
 
+def _participant_name(context: Context, partition: int) -> str:
+    return str(context.node_config.get(P.NODE_NAME, "")) or f"partition-{partition}"
+
+
+# --- the node's feature cache (context.state) ---------------------------------------------
+
+
 def _load_cache(context: Context, spec: str, source: str = "data") -> FeatureCache:
     """Features cached in the node's state survive across rounds (and messages)."""
     state, record, meta = context.state, f"{_CACHE_RECORD}-{source}", f"{_CACHE_META}-{source}"
@@ -85,6 +103,29 @@ def _store_cache(context: Context, cache: FeatureCache, source: str = "data") ->
     context.state[meta] = ConfigRecord({"prior": cache.prior})
 
 
+# --- decoding a platform message ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One platform message, decoded: who answers it, with which data and prior."""
+
+    who: _Identity
+    config: ConfigRecord
+    arrays: ArrayRecord
+    data: ImageData  # the data the node embeds: the platform's D, or its own (local data mode)
+    prior: Prior
+    local: bool  # local data mode: S arrives as images in the message
+
+    @property
+    def target_dim(self) -> int:
+        return int(self.config[P.TARGET_DIM])
+
+    @property
+    def seed(self) -> int:
+        return int(self.config[P.SEED])
+
+
 def _local_data(context: Context) -> ImageData:
     """The node's own data set (local data mode), named by its node config."""
     cfg = context.node_config
@@ -97,18 +138,40 @@ def _local_data(context: Context) -> ImageData:
     return create_dataset(str(cfg[P.NODE_DATA]), data_root=root)
 
 
-def _shared_data(arrays: ArrayRecord) -> ImageData:
-    """S as the platform sent it (local data mode)."""
+def _job(msg: Message, context: Context, overrides: Mapping[str, Any] | None) -> _Job:
+    settings = Settings.from_config(context.run_config, overrides)
+    config = msg.content[P.CONFIG]
+    who = _identity(settings, context, config)
+    local = str(config.get(P.DATA_MODE, "platform")) == "local"
+    if local:
+        data = _local_data(context)
+    else:
+        data = create_dataset(str(config[P.DATASET]), data_root=str(config[P.DATA_ROOT]) or None)
+    # Each participant's random-init prior gets its own seed: the same spec on two
+    # partitions means two different home-made models, as in a real federation.
+    prior = create_prior(
+        who.spec,
+        seed=int(config[P.SEED]) + who.partition,
+        batch_size=settings.batch_size,
+        device=settings.device or None,
+    )
+    return _Job(who, config, msg.content[P.ARRAYS], data, prior, local)
+
+
+def _shared(job: _Job) -> tuple[ImageData, np.ndarray, str]:
+    """S: the data holding it, the ids indexing that data, and the cache source of its features.
+
+    The platform names S by ids of its D; in local data mode it also sends the images, which
+    are then indexed ``0 .. |S|-1`` and cached apart from the node's own data.
+    """
+    shared_ids = job.arrays[P.SHARED_IDS].numpy()
+    if not job.local:
+        return job.data, shared_ids, "data"
+    arrays = job.arrays
     if P.SHARED_IMAGES not in arrays:
         raise ValueError("local data mode: the platform's message carries no shared-set images")
-    images = arrays[P.SHARED_IMAGES].numpy()
     labels = arrays[P.SHARED_LABELS].numpy() if P.SHARED_LABELS in arrays else None
-    classes = int(labels.max()) + 1 if labels is not None and len(labels) else None
-    return ImageData(name="shared-set", images=images, labels=labels, num_classes=classes)
-
-
-def _participant_name(context: Context, partition: int) -> str:
-    return str(context.node_config.get(P.NODE_NAME, "")) or f"partition-{partition}"
+    return shared_set(arrays[P.SHARED_IMAGES].numpy(), labels), np.arange(len(shared_ids)), "shared"
 
 
 def _progress(partition: int, step: str, every: float = 10.0):
@@ -124,6 +187,9 @@ def _progress(partition: int, step: str, every: float = 10.0):
     return report
 
 
+# --- encoding the replies -----------------------------------------------------------------
+
+
 def _reply(msg: Message, node: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Message:
     content = RecordDict(
         {
@@ -134,105 +200,99 @@ def _reply(msg: Message, node: Mapping[str, Any], arrays: Mapping[str, np.ndarra
     return Message(content=content, reply_to=msg)
 
 
+def _uniformity_node(job: _Job, rep: UniformityReport, name: str) -> dict[str, Any]:
+    who, prior = job.who, job.prior
+    return {
+        P.PARTITION_ID: who.partition,
+        P.NUM_PARTITIONS: who.num_partitions,
+        P.STAGE: who.stage,
+        P.NUM_STAGES: len(who.path),
+        P.PRIOR: prior.spec,
+        P.PRIOR_KIND: prior.kind,
+        P.FEATURE_DIM: prior.feature_dim,
+        P.NUM_SAMPLES: len(job.data),
+        P.REPORTED_UNIFORMITY: rep.uniformity,
+        P.REPORTED_TARGET_UNIFORMITY: rep.target_uniformity,
+        P.NAME: name,
+        P.EMBED_SECONDS: rep.seconds,
+        P.CACHED: rep.cached,
+    }
+
+
+def _align_node(job: _Job, up: AlignedUpload) -> dict[str, Any]:
+    return {
+        P.PARTITION_ID: job.who.partition,
+        P.STAGE: job.who.stage,
+        P.RESIDUAL: up.residual,
+        P.EMBED_SECONDS: up.seconds,
+        P.CACHED: up.cached,
+    }
+
+
+# --- the two message handlers -------------------------------------------------------------
+
+
+def report_uniformity(msg: Message, context: Context, overrides: Mapping[str, Any] | None = None) -> Message:
+    """``query.uniformity``: embed S, project it, reply with the targets and V."""
+    job = _job(msg, context, overrides)
+    shared, shared_ids, source = _shared(job)
+    cache = _load_cache(context, job.who.spec, source)
+    rep = uniformity_report(
+        job.prior,
+        shared,
+        shared_ids,
+        job.target_dim,
+        job.seed,
+        cache,
+        progress=_progress(job.who.partition, "uniformity"),
+    )
+    _store_cache(context, cache, source)
+    node = _uniformity_node(job, rep, _participant_name(context, job.who.partition))
+    return _reply(msg, node, {P.SHARED_TARGETS: rep.shared_targets})
+
+
+def align(msg: Message, context: Context, overrides: Mapping[str, Any] | None = None) -> Message:
+    """``train.align``: align to the anchor on S, reply with the aligned targets of the shard."""
+    job = _job(msg, context, overrides)
+    shard_ids = job.arrays[P.SHARD_IDS].numpy()
+    check_shard_ids(shard_ids, len(job.data))
+    shared, shared_ids, source = _shared(job)
+    cache = _load_cache(context, job.who.spec, "data")
+    # In platform data mode S is part of D: one cache serves both.
+    shared_cache = cache if source == "data" else _load_cache(context, job.who.spec, source)
+    up = aligned_upload(
+        job.prior,
+        job.data,
+        shard_ids=shard_ids,
+        shared_ids=shared_ids,
+        anchor_targets=job.arrays[P.ANCHOR_TARGETS].numpy(),
+        is_anchor=bool(job.config[P.IS_ANCHOR]),
+        target_dim=job.target_dim,
+        seed=job.seed,
+        ridge=float(job.config[P.RIDGE]),
+        cache=cache,
+        progress=_progress(job.who.partition, "align"),
+        shared_data=shared,
+        shared_cache=shared_cache,
+    )
+    _store_cache(context, cache, "data")
+    if shared_cache is not cache:
+        _store_cache(context, shared_cache, source)
+    arrays = {P.IDS: up.ids, P.TARGETS: up.targets, P.SHARED_ALIGNED: up.shared_aligned}
+    return _reply(msg, _align_node(job, up), arrays)
+
+
 def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
     """Build the ClientApp; ``overrides`` stand in for the run-config (programmatic launches)."""
     app = ClientApp()
 
-    def setup(msg: Message, context: Context) -> tuple[_Identity, Any, Any, str]:
-        settings = Settings.from_config(context.run_config, overrides)
-        config = msg.content[P.CONFIG]
-        who = _identity(settings, context, config)
-        seed = int(config[P.SEED])
-        mode = str(config.get(P.DATA_MODE, "platform"))
-        if mode == "local":
-            data = _local_data(context)
-        else:
-            data = create_dataset(str(config[P.DATASET]), data_root=str(config[P.DATA_ROOT]) or None)
-        # Each participant's random-init prior gets its own seed: the same spec on two
-        # partitions means two different home-made models, as in a real federation.
-        prior = create_prior(
-            who.spec,
-            seed=seed + who.partition,
-            batch_size=settings.batch_size,
-            device=settings.device or None,
-        )
-        return who, data, prior, mode
-
     @app.query(P.ACTION_UNIFORMITY)
-    def report_uniformity(msg: Message, context: Context) -> Message:
-        who, data, prior, mode = setup(msg, context)
-        partition = who.partition
-        config, arrays = msg.content[P.CONFIG], msg.content[P.ARRAYS]
-        shared_ids = arrays[P.SHARED_IDS].numpy()
-        source = "shared" if mode == "local" else "data"
-        shared = _shared_data(arrays) if mode == "local" else data
-        cache = _load_cache(context, who.spec, source)
-        rep = uniformity_report(
-            prior,
-            shared,
-            np.arange(len(shared_ids)) if mode == "local" else shared_ids,
-            int(config[P.TARGET_DIM]),
-            int(config[P.SEED]),
-            cache,
-            progress=_progress(partition, "uniformity"),
-        )
-        _store_cache(context, cache, source)
-        node = {
-            P.PARTITION_ID: partition,
-            P.NUM_PARTITIONS: who.num_partitions,
-            P.STAGE: who.stage,
-            P.NUM_STAGES: len(who.path),
-            P.PRIOR: prior.spec,
-            P.PRIOR_KIND: prior.kind,
-            P.FEATURE_DIM: prior.feature_dim,
-            P.NUM_SAMPLES: len(data),
-            P.REPORTED_UNIFORMITY: rep.uniformity,
-            P.REPORTED_TARGET_UNIFORMITY: rep.target_uniformity,
-            P.NAME: _participant_name(context, partition),
-            P.EMBED_SECONDS: rep.seconds,
-            P.CACHED: rep.cached,
-        }
-        return _reply(msg, node, {P.SHARED_TARGETS: rep.shared_targets})
+    def query_uniformity(msg: Message, context: Context) -> Message:
+        return report_uniformity(msg, context, overrides)
 
     @app.train(P.ACTION_ALIGN)
-    def align(msg: Message, context: Context) -> Message:
-        who, data, prior, mode = setup(msg, context)
-        config, arrays = msg.content[P.CONFIG], msg.content[P.ARRAYS]
-        shard_ids = arrays[P.SHARD_IDS].numpy()
-        if len(shard_ids) and (shard_ids.min() < 0 or shard_ids.max() >= len(data)):
-            raise ValueError(f"shard ids outside this node's {len(data)} samples")
-        shared_ids = arrays[P.SHARED_IDS].numpy()
-        cache = _load_cache(context, who.spec, "data")
-        shared, shared_cache = data, cache
-        if mode == "local":
-            shared, shared_cache = _shared_data(arrays), _load_cache(context, who.spec, "shared")
-            shared_ids = np.arange(len(shared_ids))
-        up = aligned_upload(
-            prior,
-            data,
-            shard_ids=shard_ids,
-            shared_ids=shared_ids,
-            anchor_targets=arrays[P.ANCHOR_TARGETS].numpy(),
-            is_anchor=bool(config[P.IS_ANCHOR]),
-            target_dim=int(config[P.TARGET_DIM]),
-            seed=int(config[P.SEED]),
-            ridge=float(config[P.RIDGE]),
-            cache=cache,
-            progress=_progress(who.partition, "align"),
-            shared_data=shared,
-            shared_cache=shared_cache,
-        )
-        _store_cache(context, cache, "data")
-        if mode == "local":
-            _store_cache(context, shared_cache, "shared")
-        node = {
-            P.PARTITION_ID: who.partition,
-            P.STAGE: who.stage,
-            P.RESIDUAL: up.residual,
-            P.EMBED_SECONDS: up.seconds,
-            P.CACHED: up.cached,
-        }
-        return _reply(msg, node, {P.IDS: up.ids, P.TARGETS: up.targets, P.SHARED_ALIGNED: up.shared_aligned})
+    def train_align(msg: Message, context: Context) -> Message:
+        return align(msg, context, overrides)
 
     return app
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,7 +17,9 @@ from coopt_flwr.protocol.alignment import Alignment, fit_alignment
 from coopt_flwr.protocol.projection import project, projection_matrix
 from coopt_flwr.protocol.uniformity import uniformity
 from coopt_flwr.registry.datasets import ImageData
-from coopt_flwr.registry.priors import Prior
+
+if TYPE_CHECKING:  # the priors module loads torch; the protocol steps only call ``embed``
+    from coopt_flwr.registry.priors import Prior
 
 
 @dataclass
@@ -68,6 +71,31 @@ class FeatureCache:
 
 
 Progress = Callable[[int, int], None]  # (embedded so far, to embed)
+
+
+def shared_set(images: np.ndarray, labels: np.ndarray | None) -> ImageData:
+    """S as the platform sends it in local data mode: its images and, if it has them, labels.
+
+    Parameters
+    ----------
+    images
+        uint8 (|S|, H, W, 3).
+    labels
+        int64 (|S|,) or ``None``.
+
+    Returns
+    -------
+    ImageData
+        The set, indexed by ``0 .. |S|-1`` (not by the ids the platform names it with).
+    """
+    classes = int(labels.max()) + 1 if labels is not None and len(labels) else None
+    return ImageData(name="shared-set", images=images, labels=labels, num_classes=classes)
+
+
+def check_shard_ids(shard_ids: np.ndarray, num_samples: int) -> None:
+    """Refuse a shard assignment naming samples outside this node's ``num_samples``."""
+    if len(shard_ids) and (shard_ids.min() < 0 or shard_ids.max() >= num_samples):
+        raise ValueError(f"shard ids outside this node's {num_samples} samples")
 
 
 def embed_ids(

@@ -2,9 +2,11 @@
 
     V(ψ; S) = log mean_{i≠j} exp(-t ‖f_i − f_j‖²),   f = ψ(x) / ‖ψ(x)‖,   t = 2
 
-Lower is better: features spread evenly over the hypersphere. V lies in [-2t, 0]:
-0 when every feature points the same way (collapse), -2t = -4 only in the limit of
-antipodal pairs.
+Lower is better: features spread evenly over the hypersphere. On the unit sphere
+‖f_i − f_j‖² = 2 − 2 f_i·f_j ≤ 4, so V lies in [-4t, 0] = [-8, 0] for t = 2: 0 when every
+feature points the same way (collapse), -4t only when every pair is antipodal, i.e. two
+opposite features (N = 2). Orthogonal features (‖f_i − f_j‖² = 2) give -2t. An all-zero row
+is at squared distance 1 from every unit row and 0 from another zero row, inside the bound.
 """
 
 from __future__ import annotations

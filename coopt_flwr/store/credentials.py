@@ -80,6 +80,84 @@ def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(names)
 
 
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    """A fresh NIST P-384 private key."""
+    return ec.generate_private_key(ec.SECP384R1())
+
+
+def _ca_certificate(
+    key: ec.EllipticCurvePrivateKey, now: dt.datetime, until: dt.datetime
+) -> x509.Certificate:
+    """A self-signed CA certificate that signs end-entity certificates only (no intermediate CAs)."""
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        key_cert_sign=True,
+        crl_sign=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name("coopt-flwr demo CA"))
+        .issuer_name(_name("coopt-flwr demo CA"))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(until)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(usage, critical=True)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _server_certificate(
+    key: ec.EllipticCurvePrivateKey,
+    hosts: Sequence[str],
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    now: dt.datetime,
+    until: dt.datetime,
+) -> x509.Certificate:
+    """The SuperLink's certificate, signed by the CA, naming ``hosts`` as its SANs."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(hosts[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(until)
+        .add_extension(_san(hosts), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def _pem_private(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """``key`` as unencrypted PEM (demo material: see the module docstring)."""
+    pem, none = serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    return key.private_bytes(serialization.Encoding.PEM, pem, none)
+
+
+def _write_tls(
+    files: TlsFiles,
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    server_cert: x509.Certificate,
+    server_key: ec.EllipticCurvePrivateKey,
+) -> None:
+    """Certificates as plain files, private keys owner-only (mode 600)."""
+    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    files.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(files.ca_key, _pem_private(ca_key))
+    _write_private(files.server_key, _pem_private(server_key))
+
+
 def make_tls(
     out_dir: str | Path, hosts: Sequence[str] = ("127.0.0.1", "localhost"), days: int = 30
 ) -> TlsFiles:
@@ -105,54 +183,12 @@ def make_tls(
     out.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
     until = now + dt.timedelta(days=days)
-
-    ca_key = ec.generate_private_key(ec.SECP384R1())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("coopt-flwr demo CA"))
-        .issuer_name(_name("coopt-flwr demo CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(until)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    server_key = ec.generate_private_key(ec.SECP384R1())
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(hosts[0]))
-        .issuer_name(ca_cert.subject)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(until)
-        .add_extension(_san(hosts), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca_key = _new_key()
+    ca_cert = _ca_certificate(ca_key, now, until)
+    server_key = _new_key()
+    server_cert = _server_certificate(server_key, hosts, ca_cert, ca_key, now, until)
     files = TlsFiles(out / CA_CERT, out / CA_KEY, out / SERVER_CERT, out / SERVER_KEY)
-    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    pem = serialization.PrivateFormat.TraditionalOpenSSL
-    none = serialization.NoEncryption()
-    _write_private(files.ca_key, ca_key.private_bytes(serialization.Encoding.PEM, pem, none))
-    _write_private(files.server_key, server_key.private_bytes(serialization.Encoding.PEM, pem, none))
+    _write_tls(files, ca_cert, ca_key, server_cert, server_key)
     return files
 
 
@@ -164,7 +200,7 @@ def make_node_key(out_dir: str | Path, name: str) -> NodeKey:
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"invalid node key name {name!r}")
     out = Path(out_dir)
-    key = ec.generate_private_key(ec.SECP384R1())
+    key = _new_key()
     private = out / name
     public = out / f"{name}.pub"
     _write_private(

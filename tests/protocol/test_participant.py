@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coopt_flwr.protocol.participant import FeatureCache, aligned_upload, embed_ids, uniformity_report
+from coopt_flwr.protocol.participant import (
+    FeatureCache,
+    aligned_upload,
+    check_shard_ids,
+    embed_ids,
+    shared_set,
+    uniformity_report,
+)
 from coopt_flwr.protocol.projection import project, projection_matrix
 from coopt_flwr.protocol.uniformity import uniformity
 from coopt_flwr.registry.datasets import ImageData
@@ -25,6 +32,22 @@ class LinearPrior:
     def embed(self, images, labels=None):
         self.calls += len(images)
         return images.reshape(len(images), -1).astype(np.float32) @ self.m
+
+
+def _upload(prior, data, shard, shared, anchor, *, is_anchor=False, target_dim=16, seed=0, ridge=1e-3):
+    """``aligned_upload`` of ``prior`` with an empty feature cache."""
+    return aligned_upload(
+        prior,
+        data,
+        shard,
+        shared,
+        anchor,
+        is_anchor=is_anchor,
+        target_dim=target_dim,
+        seed=seed,
+        ridge=ridge,
+        cache=FeatureCache(prior.spec),
+    )
 
 
 @pytest.fixture
@@ -65,18 +88,7 @@ def test_alignment_maps_a_linear_prior_onto_the_anchor():
     shared, shard = np.arange(0, 200, 2), np.arange(1, 200, 2)
     anchor_prior, other = LinearPrior(12, 12, 2), LinearPrior(12, 12, 3)
     anchor_rep = uniformity_report(anchor_prior, data, shared, 12, 7, FeatureCache("a"))
-    up = aligned_upload(
-        other,
-        data,
-        shard,
-        shared,
-        anchor_rep.shared_targets,
-        is_anchor=False,
-        target_dim=12,
-        seed=7,
-        ridge=0.0,
-        cache=FeatureCache("o"),
-    )
+    up = _upload(other, data, shard, shared, anchor_rep.shared_targets, target_dim=12, seed=7, ridge=0.0)
     truth = project(anchor_prior.embed(data.batch(shard)), projection_matrix(12, 12, 7))
     np.testing.assert_allclose(up.targets, truth, atol=1e-3 * np.abs(truth).max())
     assert up.residual < 1e-4
@@ -86,18 +98,7 @@ def test_alignment_maps_a_linear_prior_onto_the_anchor():
 def test_anchor_uploads_its_projection_unchanged(data):
     prior, shared, shard = LinearPrior(48, 8, 4), np.arange(10), np.arange(10, 60)
     rep = uniformity_report(prior, data, shared, 16, 1, FeatureCache("a"))
-    up = aligned_upload(
-        prior,
-        data,
-        shard,
-        shared,
-        rep.shared_targets,
-        is_anchor=True,
-        target_dim=16,
-        seed=1,
-        ridge=1e-3,
-        cache=FeatureCache("a"),
-    )
+    up = _upload(prior, data, shard, shared, rep.shared_targets, is_anchor=True, seed=1)
     np.testing.assert_allclose(
         up.targets, project(prior.embed(data.batch(shard)), projection_matrix(8, 16, 1)), rtol=1e-5
     )
@@ -106,15 +107,18 @@ def test_anchor_uploads_its_projection_unchanged(data):
 
 def test_wrong_anchor_shape_is_refused(data):
     with pytest.raises(ValueError, match="anchor targets"):
-        aligned_upload(
-            LinearPrior(48, 8, 0),
-            data,
-            np.arange(5),
-            np.arange(5, 10),
-            np.zeros((4, 16)),
-            is_anchor=False,
-            target_dim=16,
-            seed=0,
-            ridge=1e-3,
-            cache=FeatureCache("x"),
-        )
+        _upload(LinearPrior(48, 8, 0), data, np.arange(5), np.arange(5, 10), np.zeros((4, 16)))
+
+
+def test_shard_ids_must_index_the_nodes_data():
+    check_shard_ids(np.arange(0), 0)
+    check_shard_ids(np.array([0, 9]), 10)
+    for bad in ([-1, 3], [3, 10]):
+        with pytest.raises(ValueError, match="outside this node's 10 samples"):
+            check_shard_ids(np.array(bad), 10)
+
+
+def test_shared_set_counts_classes_only_with_labels():
+    images = np.zeros((3, 2, 2, 3), dtype=np.uint8)
+    assert shared_set(images, np.array([0, 4, 1])).num_classes == 5
+    assert shared_set(images, None).num_classes is None

@@ -26,6 +26,15 @@ def test_antipodal_pair_known_value():
     assert uniformity(np.array([[1.0, 0.0], [-2.0, 0.0]])) == pytest.approx(-8.0)
 
 
+@pytest.mark.parametrize("t", [0.5, 2.0, 5.0])
+def test_bounds_are_minus_4t_and_0_and_tight(t):
+    # ‖f_i − f_j‖² ≤ 4 on the unit sphere, so −4t ≤ V ≤ 0; an antipodal pair reaches −4t.
+    rng = np.random.default_rng(4)
+    for x in (rng.standard_normal((50, 3)), rng.standard_normal((3, 1)), np.vstack([np.eye(4), -np.eye(4)])):
+        assert -4 * t < uniformity(x, t=t) <= 0.0
+    assert uniformity(np.array([[0.0, 3.0], [0.0, -0.5]]), t=t) == pytest.approx(-4 * t, rel=1e-12)
+
+
 def test_orthonormal_simplex_known_value():
     # d orthonormal vectors: every pair at squared distance 2, V = −2t = −4.
     assert uniformity(np.eye(6)) == pytest.approx(-4.0)
