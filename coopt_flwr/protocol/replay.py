@@ -3,10 +3,12 @@
 The analyses vary one thing at a time (which anchor, how large the shared set, which mix of
 priors) over the *same* features, so they embed every sample with every prior once and then
 replay the platform's and participants' steps with the very functions the protocol uses:
-:func:`coopt_flwr.protocol.projection.projection_matrix` (W_k), :func:`coopt_flwr.protocol.uniformity.uniformity`
-on the projected shared-set targets (the platform's V), :func:`coopt_flwr.protocol.alignment.fit_alignment`
-(T_k), :func:`coopt_flwr.registry.datasets.shard_split` (the shards) and
-:func:`coopt_flwr.protocol.inconsistency.inconsistency` (G on the shared set, before and after alignment).
+:func:`coopt_flwr.protocol.projection.projection_matrix` (W_k),
+:func:`coopt_flwr.protocol.uniformity.uniformity` on the projected shared-set targets (the
+platform's V), :func:`coopt_flwr.protocol.alignment.fit_alignment` (T_k),
+:func:`coopt_flwr.registry.datasets.shard_split` (the shards) and
+:func:`coopt_flwr.protocol.inconsistency.inconsistency` (G on the shared set, before and after
+alignment).
 """
 
 from __future__ import annotations
