@@ -5,11 +5,21 @@
 Solved in closed form. With |S| small and n possibly larger than |S|, plain least squares
 is ill-posed, so the ridge term λ = ``ridge`` · tr(XᵀX)/n (scale-free) keeps it well-posed;
 ``ridge=0`` gives the minimum-norm least-squares solution.
+
+``method="procrustes"`` instead restricts the map to a scaled rotation T = s·R, RᵀR = I, as in
+orthonormal data collaboration: R = UVᵀ from the SVD UΣVᵀ of XcᵀYc (centred targets) and the
+least-squares scale s = tr Σ / ‖Xc‖²_F. It cannot overfit (n(n−1)/2 + 1 parameters, well-posed
+for any |S| ≥ 2) but needs n_in == n_out.
+
+Also here: :class:`Standardizer`, per-dimension z-scoring of targets with its inverse, and
+:func:`cross_fitted_residual`, the out-of-sample (K-fold) relative residual of an alignment,
+which unlike the in-sample ``Alignment.residual`` does not go to 0 when n ≥ |S|.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -56,11 +66,45 @@ def relative_residual(pred: np.ndarray, target: np.ndarray) -> float:
     return float(err / spread)
 
 
+METHODS = ("ridge", "procrustes")
+
+
+def _check_pair(x: np.ndarray, y: np.ndarray) -> None:
+    """Shared validation of (|S|, n_in) sources and (|S|, n_out) anchor targets."""
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"alignment needs (S, n_in) and (S, n_out), got {x.shape} and {y.shape}")
+    if x.shape[0] < 2:
+        raise ValueError("alignment needs at least 2 shared samples")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("alignment got non-finite targets")
+
+
+def _ridge_matrix(xc: np.ndarray, yc: np.ndarray, ridge: float) -> np.ndarray:
+    """(n_in, n_out) ridge solution on centred (S, n_in), (S, n_out) arrays."""
+    if ridge == 0:
+        return np.linalg.lstsq(xc, yc, rcond=None)[0]
+    gram = xc.T @ xc
+    lam = ridge * max(np.trace(gram), 1e-12) / xc.shape[1]
+    return np.linalg.solve(gram + lam * np.eye(xc.shape[1]), xc.T @ yc)
+
+
+def _procrustes_matrix(xc: np.ndarray, yc: np.ndarray, scale: bool) -> np.ndarray:
+    """(n, n) s·R minimising ‖Xc s R − Yc‖_F over orthogonal R (and s > 0 when ``scale``)."""
+    u, sigma, vt = np.linalg.svd(xc.T @ yc)
+    rotation = u @ vt
+    if not scale:
+        return rotation
+    norm2 = float(np.sum(xc * xc))
+    return rotation * (float(sigma.sum()) / norm2 if norm2 > 0 else 1.0)
+
+
 def fit_alignment(
     source: np.ndarray,
     anchor: np.ndarray,
     ridge: float = 1e-3,
     fit_intercept: bool = True,
+    method: str = "ridge",
+    scale: bool = True,
 ) -> Alignment:
     """Fit T_k on the shared set.
 
@@ -71,36 +115,133 @@ def fit_alignment(
     anchor
         (|S|, n_out) the anchor's shared-set targets Y*, rows in the same sample order.
     ridge
-        Relative ridge strength (≥ 0); λ = ridge · tr(XᵀX) / n_in.
+        Relative ridge strength (≥ 0); λ = ridge · tr(XᵀX) / n_in. Unused by Procrustes.
     fit_intercept
         Also fit a bias (centering both sides), which absorbs mean offsets between priors.
+    method
+        ``"ridge"`` (any widths) or ``"procrustes"`` (T = s·R with R orthogonal; n_in == n_out).
+    scale
+        Procrustes only: fit the global scale s (least squares); else s = 1.
 
     Returns
     -------
     Alignment
-        The fitted map and its relative residual on the shared set.
+        The fitted map and its relative residual on the shared set (in-sample).
+
+    Raises
+    ------
+    ValueError
+        Mismatched or non-finite arrays, |S| < 2, ridge < 0, an unknown method, or
+        Procrustes with n_in != n_out.
     """
     x = np.asarray(source, dtype=np.float64)
     y = np.asarray(anchor, dtype=np.float64)
-    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"alignment needs (S, n_in) and (S, n_out), got {x.shape} and {y.shape}")
-    if x.shape[0] < 2:
-        raise ValueError("alignment needs at least 2 shared samples")
+    _check_pair(x, y)
     if ridge < 0:
         raise ValueError(f"ridge must be >= 0, got {ridge}")
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise ValueError("alignment got non-finite targets")
+    if method not in METHODS:
+        raise ValueError(f"unknown alignment method {method!r}; expected one of {METHODS}")
+    if method == "procrustes" and x.shape[1] != y.shape[1]:
+        raise ValueError(f"procrustes needs n_in == n_out, got {x.shape[1]} and {y.shape[1]}")
     if fit_intercept:
         x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
     else:
         x_mean, y_mean = np.zeros(x.shape[1]), np.zeros(y.shape[1])
     xc, yc = x - x_mean, y - y_mean
-    if ridge == 0:
-        matrix = np.linalg.lstsq(xc, yc, rcond=None)[0]
+    if method == "ridge":
+        matrix = _ridge_matrix(xc, yc, ridge)
     else:
-        gram = xc.T @ xc
-        lam = ridge * max(np.trace(gram), 1e-12) / x.shape[1]
-        matrix = np.linalg.solve(gram + lam * np.eye(x.shape[1]), xc.T @ yc)
+        matrix = _procrustes_matrix(xc, yc, scale)
     bias = y_mean - x_mean @ matrix
     residual = relative_residual(x @ matrix + bias, y)
     return Alignment(matrix=matrix, bias=bias, residual=residual)
+
+
+def cross_fitted_residual(
+    source: np.ndarray,
+    anchor: np.ndarray,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    **fit_kwargs: Any,
+) -> float:
+    """Out-of-sample relative residual of aligning ``source`` to ``anchor`` (K-fold).
+
+    The rows are shuffled (seeded) into ``folds`` near-equal folds; each fold is predicted by
+    :func:`fit_alignment` fitted on the other folds, and the held-out predictions P of all rows
+    give ‖P − Y‖_F / ‖Y − Ȳ‖_F (Ȳ the mean over all of S), as :func:`relative_residual`.
+    About 1 means no better than the anchor's mean; above 1 is worse (over-fitting).
+
+    Parameters
+    ----------
+    source
+        (|S|, n_in) the participant's shared-set targets.
+    anchor
+        (|S|, n_out) the anchor's shared-set targets, rows in the same order.
+    folds
+        Number of folds, 2 ≤ folds ≤ |S|; every training part needs ≥ 2 rows.
+    seed
+        Seed of the row shuffle.
+    **fit_kwargs
+        Passed to :func:`fit_alignment` (ridge, fit_intercept, method, scale).
+
+    Returns
+    -------
+    float
+        The cross-fitted relative residual (≥ 0).
+    """
+    x = np.asarray(source, dtype=np.float64)
+    y = np.asarray(anchor, dtype=np.float64)
+    _check_pair(x, y)
+    n = x.shape[0]
+    if not 2 <= folds <= n or n - -(-n // folds) < 2:
+        raise ValueError(f"cannot cross-fit {n} shared samples with {folds} folds")
+    parts = np.array_split(np.random.default_rng(seed).permutation(n), folds)
+    pred = np.empty_like(y)
+    for held in parts:
+        train = np.setdiff1d(np.arange(n), held, assume_unique=True)
+        fit = fit_alignment(x[train], y[train], **fit_kwargs)
+        pred[held] = x[held] @ fit.matrix + fit.bias
+    return relative_residual(pred, y)
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Per-dimension z-scoring of targets, y = (x − mean) / scale, and its inverse.
+
+    Attributes
+    ----------
+    mean
+        float64 (n,) per-dimension mean of the fitted targets.
+    scale
+        float64 (n,) per-dimension standard deviation; 1 where a dimension is (numerically)
+        constant, so such a dimension is centred but never divided by ~0.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> Standardizer:
+        """Fit on (N, n) finite targets, N ≥ 1."""
+        a = np.asarray(x, dtype=np.float64)
+        if a.ndim != 2 or a.shape[0] < 1 or not np.all(np.isfinite(a)):
+            raise ValueError(f"standardizer needs finite (N, n) targets, got shape {a.shape}")
+        mean = a.mean(axis=0)
+        std = a.std(axis=0)
+        tiny = 1e-12 * np.maximum(np.abs(mean), 1.0)
+        return cls(mean=mean, scale=np.where(std > tiny, std, 1.0))
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
+        a = np.asarray(x)
+        if a.ndim != 2 or a.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"standardizer of width {self.mean.shape[0]} got shape {a.shape}")
+        return a
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """(N, n) targets → (N, n) z-scores, float64."""
+        return (self._check(x).astype(np.float64) - self.mean) / self.scale
+
+    def invert(self, y: np.ndarray) -> np.ndarray:
+        """(N, n) z-scores → (N, n) targets in the original units, float64."""
+        return self._check(y).astype(np.float64) * self.scale + self.mean
