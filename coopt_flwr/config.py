@@ -1,14 +1,15 @@
 """Run settings: the flat kebab-case run-config read once at the top of each app.
 
-The same keys are the ``[tool.flwr.app.config]`` table of ``pyproject.toml`` (``flwr run``
-reads them from there; a test keeps both in step) and the flat overrides that the Hydra
-launcher in ``simulations/`` passes to the app factories.
+:data:`DEFAULTS` is the one source of the defaults in code. The same keys and values are the
+``[tool.flwr.app.config]`` table of ``pyproject.toml`` (``flwr run`` reads them from there; a
+test keeps both equal), and the Hydra configs of ``simulations/`` spell them the same way
+(:func:`simulations.common.run_config_overrides` passes them to the app factories).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,22 @@ import yaml
 
 from coopt_flwr.protocol.evolution import format_path, parse_path
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+def conf_dir() -> Path:
+    """The Hydra configs and named prior mixes: the copy packaged in the wheel
+    (``coopt_flwr/conf``) when there is one, else the checkout's ``conf/``."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "conf"
+    return packaged if packaged.is_dir() else here.parent / "conf"
+
+
+CONF_DIR = conf_dir()
 
 DEFAULTS: dict[str, Any] = {
     "num-rounds": 1,
     "dataset": "digits",
     "data-root": "",
+    # the entries of conf/mix/default.yaml, comma-separated (a test keeps both equal)
     "priors": "efficientnet_lite0?size=64,timm:resnet10t?size=32,weak:efficientnet_lite0?size=32,human",
     "prior-mix": "",
     "shared-fraction": 0.1,
@@ -49,33 +60,56 @@ DEFAULTS: dict[str, Any] = {
 DATA_MODES = ("platform", "local")
 
 
-def load_mix(name: str, conf_dir: Path = CONF_DIR) -> list[str]:
+def load_mix(name: str, conf_dir: Path | None = None) -> list[str]:
     """Prior specs of a named mix, ``conf/mix/<name>.yaml`` with a ``priors:`` list.
 
     An entry is a spec string, an evolution path string ``"a > b"``, or a list of specs (an
     evolution path, returned joined as ``"a > b"``).
     """
-    path = conf_dir / "mix" / f"{name}.yaml"
+    root = CONF_DIR if conf_dir is None else conf_dir
+    path = root / "mix" / f"{name}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in (conf_dir / "mix").glob("*.yaml"))
+        known = sorted(p.stem for p in (root / "mix").glob("*.yaml"))
         raise ValueError(f"unknown prior mix {name!r} (no {path}); known mixes: {known}")
     data = yaml.safe_load(path.read_text())
     priors = data.get("priors") if isinstance(data, dict) else None
-
-    def entry(p: object) -> str | None:
-        if isinstance(p, str):
-            return p
-        if isinstance(p, list) and p and all(isinstance(s, str) for s in p):
-            return format_path(p)
-        return None
-
-    entries = [entry(p) for p in priors] if isinstance(priors, list) else []
+    entries = [_entry(p) for p in priors] if isinstance(priors, list) else []
     if not entries or any(e is None for e in entries):
         raise ValueError(
             f"{path} must hold a non-empty list of prior spec strings (or lists of specs, "
             "evolution paths) under 'priors'"
         )
     return [e for e in entries if e is not None]
+
+
+def prior_entries(value: str | Sequence[Any]) -> list[str]:
+    """The run-config's ``priors``: a comma-separated string (what ``flwr run --run-config``
+    gives) or a list of entries, each a spec, an evolution path ``"a > b"`` or a list of specs
+    (a path, returned as ``"a > b"``); blank entries are dropped.
+
+    Raises
+    ------
+    ValueError
+        If an entry is neither a string nor a list of strings.
+    """
+    items = list(value) if _is_list(value) else str(value).split(",")
+    entries = [_entry(p) for p in items]
+    if any(e is None for e in entries):
+        raise ValueError(f"run-config 'priors' must hold prior specs or lists of specs, got {value!r}")
+    return [e.strip() for e in entries if e is not None and e.strip()]
+
+
+def _entry(p: object) -> str | None:
+    """A prior entry as a string: a spec or path as it is, a list of specs joined ``a > b``."""
+    if isinstance(p, str):
+        return p
+    if _is_list(p) and p and all(isinstance(s, str) for s in p):
+        return format_path(p)
+    return None
+
+
+def _is_list(value: object) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
 
 @dataclass(frozen=True)
@@ -104,11 +138,11 @@ class Settings:
     output_dir: Path
     upgrade_fraction: float
     paths: tuple[tuple[str, ...], ...]
-    data_mode: str = "platform"
-    screen_max_residual: float = 1.0
-    screen_max_tv: float = 0.6
-    resume: bool = True
-    upload_max_samples: int = 4096
+    data_mode: str
+    screen_max_residual: float
+    screen_max_tv: float
+    resume: bool
+    upload_max_samples: int
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -127,7 +161,7 @@ class Settings:
             merged.update(source)
         c = merged
         mix = str(c["prior-mix"]).strip()
-        priors = load_mix(mix) if mix else [p.strip() for p in str(c["priors"]).split(",") if p.strip()]
+        priors = load_mix(mix) if mix else prior_entries(c["priors"])
         if not priors:
             raise ValueError("run-config 'priors' is empty and no 'prior-mix' is named")
         paths = tuple(parse_path(p) for p in priors)

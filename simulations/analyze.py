@@ -43,8 +43,17 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from coopt_flwr.config import CONF_DIR
 from coopt_flwr.store.storage import write_json
-from simulations.common import CONF_DIR, dataset_spec, probe_sets, pyplot, student_accuracy, write_csv
+from simulations.common import (
+    output_folder,
+    probe_sets,
+    pyplot,
+    save_figure,
+    student_accuracy,
+    train_spec,
+    write_csv,
+)
 
 CONF_PATH = str(CONF_DIR / "analyze")
 ANALYSES = ("uniformity", "alignment", "shared-size", "tsne", "mixes")
@@ -89,21 +98,17 @@ class Workbench:
         self.log = log
         self.seed = int(cfg.seed)
         self.device = str(cfg.device) or None
-        self.out = Path(str(cfg["output-dir"])).expanduser().resolve()
-        self.out.mkdir(parents=True, exist_ok=True)
-        subset = cfg.data.subset
-        self.spec = dataset_spec(
-            str(cfg.data.train), cfg.data_dir, None if subset is None else int(subset), self.seed
-        )
+        self.out = output_folder(cfg)
+        self.spec = train_spec(cfg)
         self.data = create_dataset(self.spec)
         if self.data.labels is None:
             raise ValueError(f"{self.spec}: the analyses measure quality with labels")
         self.n = len(self.data)
-        self.shared_ids = shared_subset(self.n, float(cfg.shared_fraction), self.seed)
+        self.shared_ids = shared_subset(self.n, float(cfg["shared-fraction"]), self.seed)
         # A fixed set of samples on which every participant's aligned targets are compared.
         eval_rng = np.random.default_rng([self.seed, 0xE5A])
         self.eval_ids = np.sort(
-            eval_rng.choice(self.n, size=min(self.n, int(cfg.g_max_samples)), replace=False)
+            eval_rng.choice(self.n, size=min(self.n, int(cfg["g-max-samples"])), replace=False)
         )
         p = cfg.probe
         self.split = probe_split(
@@ -131,7 +136,7 @@ class Workbench:
                 spec,
                 self.data,
                 seed=key[1],
-                batch_size=int(self.cfg.batch_size),
+                batch_size=int(self.cfg["batch-size"]),
                 device=self.device,
                 progress=progress,
             )
@@ -146,13 +151,13 @@ class Workbench:
         embedded = [self.embedded(s, k) for k, s in enumerate(specs)]
         return merge_targets(
             embedded,
-            project_all(embedded, int(self.cfg.target_dim), self.seed),
+            project_all(embedded, int(self.cfg["target-dim"]), self.seed),
             self.n,
             self.shared_ids if shared_ids is None else shared_ids,
             mode,
             seed=self.seed,
             ridge=float(self.cfg.ridge),
-            g_max_samples=int(self.cfg.g_max_samples),
+            g_max_samples=int(self.cfg["g-max-samples"]),
             eval_ids=self.eval_ids,
         )
 
@@ -163,22 +168,25 @@ class Workbench:
 
         return target_probe_accuracy(targets, self.data.labels, self.split, np.isfinite(targets).all(axis=1))
 
+    def probe_sets(self, max_train: int | None, max_test: int | None) -> Any:
+        """Labeled probe sets: a seeded part of D and the profile's test set (or the rest of D)."""
+        return probe_sets(
+            self.data,
+            self.cfg.data.test,
+            self.cfg.data_dir,
+            self.seed,
+            float(self.cfg.probe.test_fraction),
+            max_train,
+            max_test,
+        )
+
     def student(
         self, targets: np.ndarray, per_epoch: bool = False, epochs: int | None = None
     ) -> dict[str, Any]:
         """Train a fresh student on the merged targets and probe it (see :func:`student_accuracy`)."""
         if self._student_probe is None:
             s = self.cfg.student
-            sets = probe_sets(
-                self.data,
-                self.cfg.data.test,
-                self.cfg.data_dir,
-                self.seed,
-                float(self.cfg.probe.test_fraction),
-                s.probe_train,
-                s.probe_test,
-            )
-            self._student_probe = sets.probe(self.device)
+            self._student_probe = self.probe_sets(s.probe_train, s.probe_test).probe(self.device)
         block = OmegaConf.to_container(self.cfg.student, resolve=True)
         assert isinstance(block, dict)
         if epochs is not None:
@@ -238,24 +246,16 @@ def analyze_uniformity(wb: Workbench) -> dict[str, Any]:
     pool = [(str(s), None) for s in cfg.pool] + _zoo_specs(cfg.zoo)
     if len(pool) < 3:
         raise ValueError("the uniformity analysis needs at least 3 priors (the paper uses a pool of >= 8)")
-    sets = probe_sets(
-        wb.data,
-        wb.cfg.data.test,
-        wb.cfg.data_dir,
-        wb.seed,
-        float(wb.cfg.probe.test_fraction),
-        cfg.probe_train,
-        cfg.probe_test,
-    )
+    sets = wb.probe_sets(cfg.probe_train, cfg.probe_test)
     s_images, s_labels = wb.data.images[wb.shared_ids], wb.data.labels[wb.shared_ids]
     rows = []
     for i, (spec, label) in enumerate(pool):
         t = time.perf_counter()
-        prior = create_prior(spec, seed=wb.seed + i, batch_size=int(wb.cfg.batch_size), device=wb.device)
+        prior = create_prior(spec, seed=wb.seed + i, batch_size=int(wb.cfg["batch-size"]), device=wb.device)
         shared = _embed_images(prior, s_images, s_labels)
         train = _embed_images(prior, sets.train_images, sets.train_labels)
         test = _embed_images(prior, sets.test_images, sets.test_labels)
-        projected = project(shared, projection_matrix(shared.shape[1], int(wb.cfg.target_dim), wb.seed))
+        projected = project(shared, projection_matrix(shared.shape[1], int(wb.cfg["target-dim"]), wb.seed))
         row = {
             SPEC: spec,
             KIND: label or prior.kind,
@@ -329,9 +329,18 @@ def _plot_uniformity(path: Path, rows: list[dict[str, Any]], result: dict[str, A
     )
     ax.grid(alpha=0.3)
     ax.legend(title="prior kind", fontsize=7, title_fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+def _anchor_and_g(merged: Any, specs: Sequence[str]) -> dict[str, Any]:
+    """Record keys of a replayed round: its anchor and the target inconsistency G."""
+    return {
+        ANCHOR: merged.anchor,
+        ANCHOR_PRIOR: None if merged.anchor is None else specs[merged.anchor],
+        G_BEFORE: merged.g_before,
+        G_AFTER: merged.g_after,
+        G_EVAL: merged.g_eval,
+    }
 
 
 def analyze_alignment(wb: Workbench) -> dict[str, Any]:
@@ -352,11 +361,7 @@ def analyze_alignment(wb: Workbench) -> dict[str, Any]:
         )
         rec = wb.student(merged.targets, per_epoch=True, epochs=int(cfg.epochs))
         modes[mode] = {
-            ANCHOR: merged.anchor,
-            ANCHOR_PRIOR: None if merged.anchor is None else specs[merged.anchor],
-            G_BEFORE: merged.g_before,
-            G_AFTER: merged.g_after,
-            G_EVAL: merged.g_eval,
+            **_anchor_and_g(merged, specs),
             TARGET_PROBE_ACC: wb.target_probe(merged.targets),
             STUDENT_ACC: rec["final_acc"],
             "curve_epochs": rec["curve_epochs"],
@@ -404,9 +409,7 @@ def _plot_alignment(path: Path, modes: dict[str, Any], data: str) -> None:
     h1, l1 = bx.get_legend_handles_labels()
     h2, l2 = g_ax.get_legend_handles_labels()
     bx.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def analyze_shared_size(wb: Workbench) -> dict[str, Any]:
@@ -423,11 +426,7 @@ def analyze_shared_size(wb: Workbench) -> dict[str, Any]:
         row = {
             FRACTION: float(fraction),
             SHARED_SAMPLES: len(shared),
-            ANCHOR: merged.anchor,
-            ANCHOR_PRIOR: specs[merged.anchor],
-            G_BEFORE: merged.g_before,
-            G_AFTER: merged.g_after,
-            G_EVAL: merged.g_eval,
+            **_anchor_and_g(merged, specs),
             "mean_residual": float(np.mean(others)) if others else 0.0,
             TARGET_PROBE_ACC: wb.target_probe(merged.targets),
             STUDENT_ACC: wb.student(merged.targets)["final_acc"] if cfg.student else None,
@@ -470,9 +469,7 @@ def _plot_shared_size(path: Path, rows: list[dict[str, Any]], data: str) -> None
     h2, l2 = g_ax.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower right")
     ax.set_title(f"Shared-set size sweep on {_data_label(data)}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def analyze_tsne(wb: Workbench) -> dict[str, Any]:
@@ -489,7 +486,7 @@ def analyze_tsne(wb: Workbench) -> dict[str, Any]:
         raise ValueError(f"the t-SNE analysis compares exactly 2 priors, got {len(specs)}")
     merged = wb.merge(specs, "best")
     embedded = [wb.embedded(s, k) for k, s in enumerate(specs)]
-    projected = project_all(embedded, int(wb.cfg.target_dim), wb.seed)
+    projected = project_all(embedded, int(wb.cfg["target-dim"]), wb.seed)
     rng = np.random.default_rng([wb.seed, 0x75E])
     shards = shard_split(wb.n, 2, wb.seed)
     picks = [np.sort(rng.choice(s, size=min(int(cfg.points), len(s)), replace=False)) for s in shards]
@@ -573,9 +570,7 @@ def _plot_tsne(
             a.set_xlabel("t-SNE 1 (a.u.)")
             a.set_ylabel("t-SNE 2 (a.u.)")
     fig.suptitle("t-SNE of two participants' targets before and after alignment", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def analyze_mixes(wb: Workbench) -> dict[str, Any]:
@@ -592,11 +587,7 @@ def analyze_mixes(wb: Workbench) -> dict[str, Any]:
         row = {
             MIX: str(name),
             "participants": len(specs),
-            ANCHOR: merged.anchor,
-            ANCHOR_PRIOR: specs[merged.anchor],
-            G_BEFORE: merged.g_before,
-            G_AFTER: merged.g_after,
-            G_EVAL: merged.g_eval,
+            **_anchor_and_g(merged, specs),
             TARGET_PROBE_ACC: wb.target_probe(merged.targets),
             STUDENT_ACC: None,
             PRIORS: specs,
@@ -649,9 +640,7 @@ def _plot_mixes(path: Path, rows: list[dict[str, Any]], data: str) -> None:
     gx.set_ylim(0, 1.05)
     gx.set_title("G before and after alignment per mix", fontsize=10)
     gx.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 RUNNERS: dict[str, Callable[[Workbench], dict[str, Any]]] = {

@@ -174,7 +174,7 @@ def payload(workdir: Path, cifar: Path, part_samples: int | None = None) -> dict
     shard_mb = biggest * 512 * 4 / 2**20
     return {
         "scenario": "50,000-sample shard at n = 512",
-        "upload_max_samples": summary["config"]["upload_max_samples"],
+        "upload_max_samples": summary["config"]["upload-max-samples"],
         "round_wall_seconds": wall,
         "samples": len(merged["ids"]),
         "largest_shard": biggest,

@@ -58,7 +58,7 @@ def collaborative(data_spec: str, prior_spec: str, k: int, seed: int, out: Path,
             "shared-fraction": fraction,
             "output-dir": str(out / f"k{k}"),
         },
-        participants=k,
+        num_supernodes=k,
     )
     wall = time.perf_counter() - t
     if not summary["complete"]:

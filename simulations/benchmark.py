@@ -22,7 +22,6 @@ Writes ``results.json`` (the stable interface), ``results.csv``, ``curves.png`` 
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import time
@@ -32,12 +31,22 @@ from typing import Any
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from coopt_flwr.config import CONF_DIR
 from coopt_flwr.store.storage import write_json
+from simulations.common import (
+    dataset_spec,
+    output_folder,
+    pyplot,
+    run_config_overrides,
+    save_figure,
+    train_config,
+    train_record,
+    write_csv,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-CONF_PATH = str(ROOT / "conf")
+CONF_PATH = str(CONF_DIR)
 METHOD_ORDER = ("coopt", "byol", "simclr", "moco", "simsiam", "dino", "swav")
 
 
@@ -144,33 +153,28 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_csv(path: Path, result: dict[str, Any]) -> None:
+def write_results_csv(path: Path, result: dict[str, Any]) -> None:
     """One row per (method, probe point)."""
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["profile", "seed", "method", "train_seconds_at_probe", "accuracy", "final_acc"])
-        for name in ordered(list(result["methods"])):
-            m = result["methods"][name]
-            for seconds, acc in m["curve"]:
-                w.writerow(
-                    [
-                        result["profile"],
-                        result["seed"],
-                        name,
-                        f"{seconds:.2f}",
-                        f"{acc:.4f}",
-                        f"{m['final_acc']:.4f}",
-                    ]
-                )
+    rows = []
+    for name in ordered(list(result["methods"])):
+        m = result["methods"][name]
+        rows += [
+            {
+                "profile": result["profile"],
+                "seed": result["seed"],
+                "method": name,
+                "train_seconds_at_probe": f"{seconds:.2f}",
+                "accuracy": f"{acc:.4f}",
+                "final_acc": f"{m['final_acc']:.4f}",
+            }
+            for seconds, acc in m["curve"]
+        ]
+    write_csv(path, rows)
 
 
 def plot_curves(path: Path, result: dict[str, Any]) -> None:
     """Linear-probe accuracy against training wall-clock time, one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=130)
     for name in ordered(list(result["methods"])):
         curve = np.asarray(result["methods"][name]["curve"], dtype=float)
@@ -190,40 +194,19 @@ def plot_curves(path: Path, result: dict[str, Any]) -> None:
     ax.set_title(f"CoOpt vs SSL, profile {result['profile']}, seed {result['seed']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------- running
-def _data_dir(cfg: DictConfig) -> Path:
-    d = Path(str(cfg.data_dir)).expanduser()
-    return d if d.is_absolute() else (ROOT / d).resolve()
+def _spec(cfg: DictConfig, file: str, subset: int | None) -> str:
+    """``npz:<data_dir>/<file>``, with a seeded class-balanced subset of ``subset`` images."""
+    return dataset_spec(f"npz:{file}", cfg.data_dir, None if subset is None else int(subset), int(cfg.seed))
 
 
-def _train_spec(cfg: DictConfig) -> str:
-    spec = f"npz:{_data_dir(cfg) / 'train.npz'}"
-    if cfg.data.subset is not None:
-        spec += f"?subset={int(cfg.data.subset)}&subset-seed={int(cfg.seed)}"
-    return spec
-
-
-def _train_config(cfg: DictConfig, overrides: dict[str, Any] | None = None):
-    from coopt_flwr.learn.training import TrainConfig
-
-    t = dict(OmegaConf.to_container(cfg.train, resolve=True))  # type: ignore[arg-type]
-    t.update(overrides or {})
-    return TrainConfig(
-        epochs=t["epochs"],
-        time_budget_s=t["time_budget_s"],
-        batch_size=int(t["batch_size"]),
-        optimizer=str(t["optimizer"]),
-        lr=float(t["lr"]),
-        weight_decay=float(t["weight_decay"]),
-        warmup_frac=float(t["warmup_frac"]),
-        seed=int(cfg.seed),
-        device=str(cfg.device) or None,
-        eval_at_s=tuple(float(x) for x in cfg.eval_times_s),
+def _train_config(cfg: DictConfig) -> Any:
+    """The profile's training budget, the same for every method, probed at ``eval_times_s``."""
+    return train_config(
+        cfg.train, int(cfg.seed), str(cfg.device), eval_at_s=tuple(map(float, cfg.eval_times_s))
     )
 
 
@@ -232,30 +215,27 @@ def run_protocol(cfg: DictConfig, name: str, mix: str, out: Path) -> dict[str, A
     from coopt_flwr.config import load_mix
     from simulations.run import launch
 
-    run_config = {
-        "dataset": _train_spec(cfg),
-        "priors": ",".join(load_mix(mix)),
-        "shared-fraction": float(cfg.coopt.shared_fraction),
-        "target-dim": int(cfg.coopt.target_dim),
-        "seed": int(cfg.seed),
-        "min-nodes": int(cfg.coopt.participants),
-        "device": str(cfg.device),
-        "output-dir": str(out / f"protocol-{name}"),
-    }
+    run_config = run_config_overrides(
+        cfg,
+        cfg.coopt,
+        {
+            "dataset": _spec(cfg, "train.npz", cfg.data.subset),
+            "priors": load_mix(mix),
+            "output-dir": str(out / f"protocol-{name}"),
+        },
+    )
     start = time.perf_counter()
-    summary = launch(run_config, int(cfg.coopt.participants))
+    summary = launch(run_config, int(cfg.coopt["num-supernodes"]))
     summary["wall_seconds"] = time.perf_counter() - start
     if not summary["complete"]:
         raise RuntimeError(f"{name}: the protocol left {len(summary['missing-ids'])} samples without targets")
     return summary
 
 
-def sequential_embedding_seconds(cfg: DictConfig, prior_spec: str) -> float:
-    """Wall time for one party to embed the whole unlabeled set with one prior, alone."""
-    from coopt_flwr.registry.datasets import create_dataset
+def sequential_embedding_seconds(cfg: DictConfig, data: Any, prior_spec: str) -> float:
+    """Wall time for one party to embed the whole unlabeled set ``data`` with one prior, alone."""
     from coopt_flwr.registry.priors import create_prior
 
-    data = create_dataset(_train_spec(cfg))
     prior = create_prior(prior_spec, seed=int(cfg.seed), device=str(cfg.device) or None)
     start = time.perf_counter()
     for s in range(0, len(data), 1024):
@@ -288,32 +268,15 @@ def memoized_probe(probe: Callable[[Any], float]) -> Callable[[Any], float]:
     return run
 
 
-def _method_record(res: Any) -> dict[str, Any]:
-    return {
-        "final_acc": float(res.final_acc),
-        "train_seconds": float(res.train_seconds),
-        "epochs": float(res.epochs),
-        "curve": [[float(t), float(a)] for t, a in res.curve],
-    }
-
-
-def run_benchmark(cfg: DictConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every method of the profile and write the results; returns ``results.json``."""
+def _data_and_probe(cfg: DictConfig) -> tuple[Any, Any, Callable[[Any], float], int]:
+    """The unlabeled set, the test set, the memoized linear probe on a seeded labeled part of
+    the unlabeled set, and that part's size."""
     from coopt_flwr.learn.probe import LinearProbe
-    from coopt_flwr.learn.ssl import create_ssl
-    from coopt_flwr.learn.student import Student, create_backbone, train_student
-    from coopt_flwr.learn.training import fit
     from coopt_flwr.registry.datasets import create_dataset
-    from coopt_flwr.store.storage import load_optimized
 
-    out = Path(str(cfg["output-dir"])).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
     seed = int(cfg.seed)
-    train = create_dataset(_train_spec(cfg))
-    test_spec = f"npz:{_data_dir(cfg) / 'test.npz'}"
-    if cfg.data.get("test_subset") is not None:
-        test_spec += f"?subset={int(cfg.data.test_subset)}&subset-seed={seed}"
-    test = create_dataset(test_spec)
+    train = create_dataset(_spec(cfg, "train.npz", cfg.data.subset))
+    test = create_dataset(_spec(cfg, "test.npz", cfg.data.get("test_subset")))
     if train.labels is None or test.labels is None:
         raise ValueError("the benchmark needs labels for the linear probe (train and test)")
     rng = np.random.default_rng([seed, 0x9B])
@@ -328,74 +291,106 @@ def run_benchmark(cfg: DictConfig, log: Callable[[str], None] = print) -> dict[s
             device=str(cfg.device) or None,
         )
     )
+    return train, test, probe, n_probe
+
+
+def _new_backbone(cfg: DictConfig) -> tuple[Any, int]:
+    """The seeded student backbone every method starts from, and its feature width."""
+    from coopt_flwr.learn.student import create_backbone
+
+    return create_backbone(str(cfg.student.arch), cifar_stem=bool(cfg.student.cifar_stem), seed=int(cfg.seed))
+
+
+def run_coopt(
+    cfg: DictConfig, variant: str, mix: str, out: Path, train: Any, probe: Callable, log: Callable
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One CoOpt variant: the protocol over ``mix``, then a student on its merged targets.
+
+    Returns the data-optimization record and the student's method record.
+    """
+    from coopt_flwr.learn.student import Student, train_student
+    from coopt_flwr.store.storage import load_optimized
+
+    participants = int(cfg.coopt["num-supernodes"])
+    log(f"[bench] {variant}: CoOpt protocol with mix {mix!r} over {participants} participants")
+    summary = run_protocol(cfg, variant, mix, out)
+    phases = summary["rounds"][-1]["phase-seconds"]
+    record = {
+        "collaborative_seconds": sum(v for k, v in phases.items() if k != "wait-nodes"),
+        "protocol_wall_seconds": summary["wall_seconds"],
+        "participants": participants,
+        "anchor": summary["anchor"],
+        "g_before": summary["g-before"],
+        "g_after": summary["g-after"],
+        "mix": mix,
+    }
+    if variant == "coopt":
+        record["sequential_seconds"] = sequential_embedding_seconds(cfg, train, summary["anchor"]["prior"])
+    merged = load_optimized(out / f"protocol-{variant}")
+    targets = np.empty_like(merged["targets"])
+    targets[merged["ids"]] = merged["targets"]
+    backbone, dim = _new_backbone(cfg)
+    student = Student(backbone, dim, targets.shape[1])
+    log(f"[bench] {variant}: training the student on {targets.shape} targets")
+    res = train_student(
+        student,
+        train.images,
+        targets,
+        _train_config(cfg),
+        evaluate=lambda: probe(backbone),
+        center=bool(cfg.student.get("center_targets", True)),
+    )
+    log(f"[bench] {variant}: final linear-probe accuracy {res.final_acc:.4f}")
+    return record, train_record(res)
+
+
+def run_ssl(cfg: DictConfig, name: str, train: Any, probe: Callable, log: Callable) -> dict[str, Any]:
+    """One SSL baseline on the student backbone and budget; its method record."""
+    from coopt_flwr.learn.ssl import create_ssl
+    from coopt_flwr.learn.training import fit
+
+    backbone, dim = _new_backbone(cfg)
+    overrides = dict(cfg.ssl.overrides.get(name, {})) if cfg.ssl.overrides else {}
+    image_size = int(train.images.shape[1])
+    method = create_ssl(name, backbone, dim, image_size, seed=int(cfg.seed), **overrides)
+    log(f"[bench] {name}: SSL training")
+    res = fit(
+        method.step,
+        method.trainable_modules(),
+        train.images,
+        _train_config(cfg),
+        evaluate=lambda: probe(backbone),
+        after_step=method.after_step,
+    )
+    log(f"[bench] {name}: final linear-probe accuracy {res.final_acc:.4f}")
+    return train_record(res)
+
+
+def run_benchmark(cfg: DictConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every method of the profile and write the results; returns ``results.json``."""
+    out = output_folder(cfg)
+    train, test, probe, n_probe = _data_and_probe(cfg)
     log(
-        f"[bench] profile {cfg.profile}, seed {seed}: {len(train)} unlabeled, {n_probe} probe-train, "
+        f"[bench] profile {cfg.profile}, seed {cfg.seed}: {len(train)} unlabeled, {n_probe} probe-train, "
         f"{len(test)} test images -> {out}"
     )
     results: dict[str, Any] = {
         "profile": str(cfg.profile),
-        "seed": seed,
+        "seed": int(cfg.seed),
         "methods": {},
         "data_optimization": {},
         "time_to_byol_final": {},
     }
-
-    def new_backbone():
-        return create_backbone(str(cfg.student.arch), cifar_stem=bool(cfg.student.cifar_stem), seed=seed)
-
     for variant, mix in cfg.coopt.variants.items():
-        log(f"[bench] {variant}: CoOpt protocol with mix {mix!r} over {cfg.coopt.participants} participants")
-        summary = run_protocol(cfg, str(variant), str(mix), out)
-        phases = summary["rounds"][-1]["phase-seconds"]
-        collaborative = sum(v for k, v in phases.items() if k != "wait-nodes")
-        record = {
-            "collaborative_seconds": collaborative,
-            "protocol_wall_seconds": summary["wall_seconds"],
-            "participants": int(cfg.coopt.participants),
-            "anchor": summary["anchor"],
-            "g_before": summary["g-before"],
-            "g_after": summary["g-after"],
-            "mix": str(mix),
-        }
+        record, results["methods"][str(variant)] = run_coopt(
+            cfg, str(variant), str(mix), out, train, probe, log
+        )
         if variant == "coopt":
-            record["sequential_seconds"] = sequential_embedding_seconds(cfg, summary["anchor"]["prior"])
             results["data_optimization"] = record
         else:
             results.setdefault("variants_data_optimization", {})[str(variant)] = record
-        merged = load_optimized(out / f"protocol-{variant}")
-        targets = np.empty_like(merged["targets"])
-        targets[merged["ids"]] = merged["targets"]
-        backbone, dim = new_backbone()
-        student = Student(backbone, dim, targets.shape[1])
-        log(f"[bench] {variant}: training the student on {targets.shape} targets")
-        res = train_student(
-            student,
-            train.images,
-            targets,
-            _train_config(cfg),
-            evaluate=lambda b=backbone: probe(b),
-            center=bool(cfg.student.get("center_targets", True)),
-        )
-        results["methods"][str(variant)] = _method_record(res)
-        log(f"[bench] {variant}: final linear-probe accuracy {res.final_acc:.4f}")
-
-    image_size = int(train.images.shape[1])
     for name in cfg.ssl.methods:
-        backbone, dim = new_backbone()
-        overrides = dict(cfg.ssl.overrides.get(name, {})) if cfg.ssl.overrides else {}
-        method = create_ssl(str(name), backbone, dim, image_size, seed=seed, **overrides)
-        log(f"[bench] {name}: SSL training")
-        res = fit(
-            method.step,
-            method.trainable_modules(),
-            train.images,
-            _train_config(cfg),
-            evaluate=lambda b=backbone: probe(b),
-            after_step=method.after_step,
-        )
-        results["methods"][str(name)] = _method_record(res)
-        log(f"[bench] {name}: final linear-probe accuracy {res.final_acc:.4f}")
-
+        results["methods"][str(name)] = run_ssl(cfg, str(name), train, probe, log)
     results["time_to_byol_final"] = times_to_byol_final(results["methods"])
     reference = best_ssl(results["methods"])
     if reference is not None:
@@ -408,7 +403,7 @@ def run_benchmark(cfg: DictConfig, log: Callable[[str], None] = print) -> dict[s
 def write_report(out: Path, results: dict[str, Any]) -> None:
     """``results.json`` + ``results.csv`` + ``curves.png`` + ``table.md``."""
     write_json(out / "results.json", results)
-    write_csv(out / "results.csv", results)
+    write_results_csv(out / "results.csv", results)
     plot_curves(out / "curves.png", results)
     (out / "table.md").write_text(markdown_table([results]) + "\n", encoding="utf-8")
 

@@ -1,4 +1,5 @@
-"""Helpers shared by the result commands (evolve, analyze, zoo): data specs, students, files."""
+"""Helpers shared by the commands (run, evolve, benchmark, analyze, zoo): the run-config of a
+Hydra config, data specs, students, files."""
 
 from __future__ import annotations
 
@@ -10,9 +11,38 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
+
+from coopt_flwr.config import DEFAULTS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = ROOT / "conf"
+
+
+def run_config_overrides(*sources: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat Flower run-config overrides of Hydra config nodes (or plain dicts).
+
+    The Hydra configs spell run-config keys as the run-config does (:data:`DEFAULTS`), so each
+    such key of a source is passed on as it is, later sources winning; the other keys
+    (``num-supernodes``, profile blocks ...) stay behind. ``priors`` stays a list. The result
+    is validated by :class:`Settings`: a bad value fails here, before Ray starts.
+    """
+    run_config: dict[str, Any] = {}
+    for source in sources:
+        for key in source:
+            if key in DEFAULTS:
+                value = source[key]
+                run_config[key] = (
+                    OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+                )
+    Settings.from_config({}, run_config)
+    return run_config
+
+
+def output_folder(cfg: Mapping[str, Any]) -> Path:
+    """A command's ``output-dir``, absolute and created."""
+    out = Path(str(cfg["output-dir"])).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def resolve_dir(path: str | Path) -> Path:
@@ -43,6 +73,15 @@ def dataset_spec(
     return spec
 
 
+def train_spec(cfg: Any) -> str:
+    """A profile's data set ``data.train`` with its paths resolved against ``data_dir`` and its
+    seeded class-balanced ``data.subset`` (null: all of it)."""
+    subset = cfg.data.subset
+    return dataset_spec(
+        str(cfg.data.train), cfg.data_dir, None if subset is None else int(subset), int(cfg.seed)
+    )
+
+
 def pyplot() -> Any:
     """matplotlib's pyplot on the non-interactive Agg backend (files only, no display)."""
     import matplotlib
@@ -51,6 +90,14 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out ``fig``, write it to ``path`` and close it."""
+    fig.tight_layout()
+    fig.savefig(path)
+    pyplot().close(fig)
+    return path
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
@@ -132,7 +179,6 @@ def student_accuracy(
     import tempfile
 
     from coopt_flwr.learn.student import Student, train_student
-    from coopt_flwr.learn.training import CHECKPOINT_EPOCH, load_checkpoint
 
     model = Student.create(
         str(student["arch"]), targets.shape[1], cifar_stem=bool(student["cifar_stem"]), seed=seed
@@ -151,25 +197,38 @@ def student_accuracy(
             evaluate=lambda: probe(model.backbone),
             center=bool(student.get("center_targets", True)),
         )
-        record: dict[str, Any] = {
-            "final_acc": float(res.final_acc),
-            "train_seconds": float(res.train_seconds),
-            "epochs": float(res.epochs),
-            "curve": [[float(t), float(a)] for t, a in res.curve],
-        }
+        record = train_record(res)
         if per_epoch:
-            curve = [[0.0, float(res.curve[0][1])]]
-            epoch = 1
-            while (Path(ckpt) / CHECKPOINT_EPOCH.format(epoch)).is_file():
-                load_checkpoint(Path(ckpt) / CHECKPOINT_EPOCH.format(epoch), [model])
-                curve.append([float(epoch), float(probe(model.backbone))])
-                epoch += 1
-            record["curve_epochs"] = curve
+            record["curve_epochs"] = _epoch_curve(Path(ckpt), model, probe, float(res.curve[0][1]))
     log(
         f"[student] final linear-probe accuracy {record['final_acc']:.4f} after "
         f"{record['epochs']:.1f} epochs ({time.perf_counter() - start:.0f} s)"
     )
     return record
+
+
+def train_record(res: Any) -> dict[str, Any]:
+    """The JSON record of a training run (a :class:`coopt_flwr.learn.training.TrainResult`):
+    ``final_acc``, ``train_seconds``, ``epochs`` and ``curve`` ([[seconds, acc]])."""
+    return {
+        "final_acc": float(res.final_acc),
+        "train_seconds": float(res.train_seconds),
+        "epochs": float(res.epochs),
+        "curve": [[float(t), float(a)] for t, a in res.curve],
+    }
+
+
+def _epoch_curve(ckpt: Path, model: Any, probe: Callable[[Any], float], first: float) -> list[list[float]]:
+    """[[epoch, acc]] from the untrained accuracy ``first`` over every epoch checkpoint in ``ckpt``."""
+    from coopt_flwr.learn.training import CHECKPOINT_EPOCH, load_checkpoint
+
+    curve = [[0.0, first]]
+    epoch = 1
+    while (ckpt / CHECKPOINT_EPOCH.format(epoch)).is_file():
+        load_checkpoint(ckpt / CHECKPOINT_EPOCH.format(epoch), [model])
+        curve.append([float(epoch), float(probe(model.backbone))])
+        epoch += 1
+    return curve
 
 
 @dataclass(frozen=True)

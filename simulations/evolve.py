@@ -1,11 +1,11 @@
 """Continuous optimization: R rounds of CoOpt with evolving priors (the paper's Figure 3b analogue).
 
-    python -m simulations.evolve rounds=10 output-dir=outputs/evolve-cifar10     # CIFAR-10 profile
-    python -m simulations.evolve profile=tiny rounds=3 output-dir=/tmp/evolve    # digits, ~1 min
+    python -m simulations.evolve num-rounds=10 output-dir=outputs/evolve-cifar10     # CIFAR-10 profile
+    python -m simulations.evolve profile=tiny num-rounds=3 output-dir=/tmp/evolve    # digits, ~1 min
 
 The protocol runs through Flower's simulation engine (the same ServerApp and ClientApp as
 ``flwr run .``) with ``num-rounds = R``. Each participant holds an evolution path of priors
-(profile key ``paths``); from round 2 on about ``upgrade_fraction`` of them upgrade (seeded),
+(profile key ``priors``); from round 2 on about ``upgrade-fraction`` of them upgrade (seeded),
 re-embed their shard with the new prior, and everyone re-aligns to the (possibly new) anchor;
 the others re-use their cached features. After every round, on the platform:
 
@@ -29,10 +29,21 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from coopt_flwr.config import CONF_DIR
 from coopt_flwr.store.storage import write_json
-from simulations.common import CONF_DIR, dataset_spec, make_probe, pyplot, student_accuracy, write_csv
+from simulations.common import (
+    dataset_spec,
+    make_probe,
+    output_folder,
+    pyplot,
+    run_config_overrides,
+    save_figure,
+    student_accuracy,
+    train_spec,
+    write_csv,
+)
 
 CONF_PATH = str(CONF_DIR / "evolve")
 EVOLUTION_FILE = "evolution.json"
@@ -57,40 +68,10 @@ SECONDS = "seconds"  # {"round": protocol seconds, "probe": target-probe seconds
 
 
 def run_config(cfg: DictConfig, out: Path) -> dict[str, Any]:
-    """The Flower run-config of an evolution run (validated by :class:`coopt_flwr.config.Settings`)."""
-    from coopt_flwr.config import Settings
-    from simulations.run import prior_entries
-
-    paths = list(_plain(cfg.paths))
-    rc = {
-        "num-rounds": int(cfg.rounds),
-        "dataset": train_spec(cfg),
-        "priors": prior_entries(paths),
-        "upgrade-fraction": float(cfg.upgrade_fraction),
-        "shared-fraction": float(cfg.shared_fraction),
-        "target-dim": int(cfg.target_dim),
-        "seed": int(cfg.seed),
-        "min-nodes": int(cfg.participants),
-        "step-timeout": float(cfg.step_timeout),
-        "batch-size": int(cfg.batch_size),
-        "device": str(cfg.device),
-        "output-dir": str(out),
-    }
-    Settings.from_config({}, rc)  # a bad value fails here, before Ray starts
-    return rc
-
-
-def _plain(node: Any) -> Any:
-    """A plain Python container from an OmegaConf node (anything else unchanged)."""
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-def train_spec(cfg: DictConfig) -> str:
-    """The unlabeled set D (labels are used only to measure quality)."""
-    subset = cfg.data.subset
-    return dataset_spec(
-        str(cfg.data.train), cfg.data_dir, None if subset is None else int(subset), int(cfg.seed)
-    )
+    """The Flower run-config of an evolution run: the config's run-config keys (``priors``: the
+    profile's evolution paths), its data set and ``out`` (validated by
+    :class:`coopt_flwr.config.Settings`)."""
+    return run_config_overrides(cfg, {"dataset": train_spec(cfg), "output-dir": str(out)})
 
 
 def round_entry(
@@ -165,20 +146,16 @@ def plot_evolution(path: Path, entries: Sequence[dict[str, Any]], title: str) ->
     g_lines = g_ax.get_legend_handles_labels()
     ax.legend(lines[0] + g_lines[0], lines[1] + g_lines[1], fontsize=8, loc="center left", framealpha=0.9)
     ax.set_title(title + "\n(↑p: participants that upgraded their prior that round)", fontsize=10, pad=14)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def run_evolution(cfg: DictConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run the rounds and write the outputs; returns the evolution.json entries."""
     from coopt_flwr.learn.quality import probe_split, target_probe_accuracy
     from coopt_flwr.registry.datasets import create_dataset
-    from simulations.run import launch
+    from simulations.run import launch_hydra
 
-    out = Path(str(cfg["output-dir"])).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(cfg)
     seed = int(cfg.seed)
     rc = run_config(cfg, out)
     data = create_dataset(rc["dataset"])
@@ -194,8 +171,8 @@ def run_evolution(cfg: DictConfig, log: Callable[[str], None] = print) -> list[d
     )
     student_probe = _student_probe(cfg, data, split) if cfg.student.enabled else None
     title = (
-        f"Continuous optimization on {cfg.data.train} ({len(data)} images): {cfg.participants} "
-        f"participants, {float(cfg.upgrade_fraction):.0%} upgrade per round"
+        f"Continuous optimization on {cfg.data.train} ({len(data)} images): {cfg['num-supernodes']} "
+        f"participants, {float(cfg['upgrade-fraction']):.0%} upgrade per round"
     )
     entries: list[dict[str, Any]] = []
     clock = {"t": time.perf_counter()}
@@ -221,23 +198,18 @@ def run_evolution(cfg: DictConfig, log: Callable[[str], None] = print) -> list[d
         plot_evolution(out / EVOLUTION_PLOT, entries, title)
         g = "-" if result.g_after is None else f"{result.g_after:.3f}"
         log(
-            f"[evolve] round {result.round}/{cfg.rounds}: upgraded {entry[UPGRADED]}, anchor "
+            f"[evolve] round {result.round}/{cfg['num-rounds']}: upgraded {entry[UPGRADED]}, anchor "
             f"{entry[ANCHOR]} ({entry[ANCHOR_PRIOR]}), target probe {acc:.4f}, G after {g}"
             + ("" if student_acc is None else f", student {student_acc:.4f}")
         )
         clock["t"] = time.perf_counter()
         return {TARGET_PROBE_ACC: acc, STUDENT_ACC: student_acc}
 
-    log(f"[evolve] {cfg.rounds} rounds, {cfg.participants} participants on {rc['dataset']} -> {out}")
-    launch(
-        rc,
-        int(cfg.participants),
-        int(cfg.cpus_per_participant),
-        float(cfg.gpus_per_participant),
-        on_round=on_round,
-    )
-    if len(entries) != int(cfg.rounds):
-        raise RuntimeError(f"the run stopped after {len(entries)} of {cfg.rounds} rounds; see the log above")
+    rounds = int(cfg["num-rounds"])
+    log(f"[evolve] {rounds} rounds, {cfg['num-supernodes']} participants on {rc['dataset']} -> {out}")
+    launch_hydra(cfg, rc, on_round=on_round)
+    if len(entries) != rounds:
+        raise RuntimeError(f"the run stopped after {len(entries)} of {rounds} rounds; see the log above")
     return entries
 
 

@@ -33,6 +33,7 @@ from coopt_flwr.protocol import messages as P
 from coopt_flwr.store.credentials import make_node_key, make_tls
 from coopt_flwr.store.report import format_summary
 from coopt_flwr.store.storage import CHECKPOINT_FILE, SUMMARY_FILE
+from simulations.superlink import alive, send_signal
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -51,6 +52,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, (list, tuple)):  # a list of prior entries: Flower's values are scalars
+        return json.dumps(",".join(str(v) for v in value))
     return json.dumps(str(value))  # a TOML basic string is a JSON string
 
 
@@ -287,7 +290,7 @@ class Federation:
         """SIGKILL a process (a SuperNode, say) and everything it started, by PID."""
         proc = self.procs[name]
         for pid in [proc.pid, *descendants(proc.pid)]:
-            _signal(pid, signal.SIGKILL)
+            send_signal(pid, signal.SIGKILL)
         proc.wait(timeout=30)
 
     def _check_alive(self) -> None:
@@ -327,14 +330,14 @@ class Federation:
         for proc in self.procs.values():
             pids += [proc.pid, *descendants(proc.pid)]
         for pid in pids:
-            _signal(pid, signal.SIGTERM)
+            send_signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and any(alive(p) for p in pids):
             for proc in self.procs.values():
                 proc.poll()  # reap our own children
             time.sleep(0.2)
         for pid in pids:
-            _signal(pid, signal.SIGKILL)
+            send_signal(pid, signal.SIGKILL)
         for proc in self.procs.values():
             try:
                 proc.wait(timeout=10)
@@ -355,22 +358,6 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie does not count)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def descendants(pid: int) -> list[int]:

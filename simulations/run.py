@@ -2,11 +2,13 @@
 that ``flwr run .`` starts, driven through Flower's simulation engine (Ray backend).
 
     python -m simulations.run                                   # embedded default (digits)
-    python -m simulations.run mix=diverse participants=8 target_dim=128
+    python -m simulations.run mix=diverse num-supernodes=8 target-dim=128
     python -m simulations.run --multirun mix=default,weak,human seed=0,1,2
 
-Hydra's config (``conf/config.yaml``) maps onto the flat Flower run-config keys; the
-Flower simulation API gives apps an empty run-config, so the overrides reach both apps
+Hydra's config (``conf/config.yaml``) spells the flat Flower run-config keys as the run-config
+does and passes them on as they are (:func:`simulations.common.run_config_overrides`), with
+Flower's ``num-supernodes`` / ``client-resources-num-cpus`` / ``-gpus`` for the simulation.
+The Flower simulation API gives apps an empty run-config, so the overrides reach both apps
 through the app factories instead.
 """
 
@@ -19,57 +21,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from coopt_flwr.config import Settings
-from coopt_flwr.protocol.evolution import format_path
+from coopt_flwr.config import CONF_DIR
 from coopt_flwr.store.storage import SUMMARY_FILE
+from simulations.common import run_config_overrides
 
 if TYPE_CHECKING:
     from strategies.coopt import RoundHook
 
-CONF_PATH = str(Path(__file__).resolve().parent.parent / "conf")
-
-
-def prior_entries(priors: list[Any]) -> str:
-    """A mix's ``priors`` list as the run-config string: specs, and lists of specs (evolution
-    paths) written ``"a > b"``, joined by commas."""
-    return ",".join(format_path(p) if isinstance(p, (list, tuple)) else str(p) for p in priors)
-
-
-def to_run_config(cfg: DictConfig) -> dict[str, Any]:
-    """Flatten the Hydra config into Flower run-config keys (validated by :class:`Settings`)."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(c, dict)
-    run_config = {
-        "num-rounds": c["rounds"],
-        "dataset": c["dataset"],
-        "data-root": c["data_root"],
-        "priors": prior_entries(c["mix"]["priors"]),
-        "shared-fraction": c["shared_fraction"],
-        "target-dim": c["target_dim"],
-        "ridge": c["ridge"],
-        "seed": c["seed"],
-        "min-nodes": c["participants"],
-        "max-reassign": c["max_reassign"],
-        "step-timeout": c["step_timeout"],
-        "batch-size": c["batch_size"],
-        "device": c["device"],
-        "output-dir": str(c["output_dir"]),
-        "upgrade-fraction": c["upgrade_fraction"],
-    }
-    Settings.from_config({}, run_config)  # fail here, before Ray starts, on a bad value
-    return run_config
+CONF_PATH = str(CONF_DIR)
 
 
 def launch(
     run_config: dict[str, Any],
-    participants: int,
+    num_supernodes: int,
     cpus: int = 1,
     gpus: float = 0.0,
     on_round: RoundHook | None = None,
 ) -> dict:
-    """Run the protocol in a Flower simulation and return the written summary.
+    """Run the protocol in a Flower simulation of ``num_supernodes`` virtual SuperNodes (each
+    with ``cpus`` / ``gpus``) and return the written summary.
 
     ``on_round`` runs on the platform (this process) after every round, see
     :data:`strategies.coopt.RoundHook`.
@@ -82,14 +54,14 @@ def launch(
 
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    if participants < 1:
-        raise ValueError(f"participants must be >= 1, got {participants}")
+    if num_supernodes < 1:
+        raise ValueError(f"num-supernodes must be >= 1, got {num_supernodes}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # run_simulation is deprecated in 1.41
         run_simulation(
             server_app=make_server_app(run_config, on_round=on_round),
             client_app=make_client_app(run_config),
-            num_supernodes=participants,
+            num_supernodes=num_supernodes,
             backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": gpus}},
         )
     summary_path = Path(run_config["output-dir"]) / SUMMARY_FILE
@@ -98,12 +70,22 @@ def launch(
     return json.loads(summary_path.read_text())
 
 
+def launch_hydra(cfg: DictConfig, run_config: dict[str, Any], on_round: RoundHook | None = None) -> dict:
+    """:func:`launch` with the simulation keys of a Hydra config: ``num-supernodes``,
+    ``client-resources-num-cpus`` and ``client-resources-num-gpus`` (Flower's names)."""
+    return launch(
+        run_config,
+        int(cfg["num-supernodes"]),
+        int(cfg["client-resources-num-cpus"]),
+        float(cfg["client-resources-num-gpus"]),
+        on_round=on_round,
+    )
+
+
 @hydra.main(version_base="1.3", config_path=CONF_PATH, config_name="config")
 def main(cfg: DictConfig) -> None:
-    run_config = to_run_config(cfg)
-    summary = launch(
-        run_config, int(cfg.participants), int(cfg.cpus_per_participant), float(cfg.gpus_per_participant)
-    )
+    run_config = run_config_overrides(cfg)
+    summary = launch_hydra(cfg, run_config)
     print(
         f"[coopt] wrote {run_config['output-dir']} (complete={summary['complete']}, "
         f"G {summary['g-before']:.3f} -> {summary['g-after']:.3f})"

@@ -37,29 +37,31 @@ def stop_local_superlink(home: Path | None = None, grace: float = 5.0) -> list[i
     """Stop the local SuperLinks of ``home``; returns the PIDs that were signalled."""
     pids = local_superlink_pids(home)
     for pid in pids:
-        _signal(pid, signal.SIGTERM)
+        send_signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(0.1)
     for pid in pids:
-        if _alive(pid):
-            _signal(pid, signal.SIGKILL)
+        if alive(pid):
+            send_signal(pid, signal.SIGKILL)
     return pids
 
 
-def _signal(pid: int, sig: signal.Signals) -> None:
+def send_signal(pid: int, sig: signal.Signals) -> None:
+    """Signal ``pid``; a process that is gone already (or not ours) is left alone."""
     try:
         os.kill(pid, sig)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not count)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return state != "Z"
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # after "(comm)", which may hold spaces
 
 
 def main() -> None:

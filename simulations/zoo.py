@@ -32,8 +32,17 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from coopt_flwr.config import CONF_DIR
 from coopt_flwr.store.storage import write_json
-from simulations.common import CONF_DIR, dataset_spec, probe_sets, pyplot, train_config, write_csv
+from simulations.common import (
+    output_folder,
+    probe_sets,
+    pyplot,
+    save_figure,
+    train_config,
+    train_spec,
+    write_csv,
+)
 
 CONF_PATH = str(CONF_DIR / "zoo")
 PARADIGMS = ("supervised", "byol")
@@ -143,6 +152,36 @@ def _byol(backbone: Any, dim: int, size: int, seed: int) -> tuple[Callable, list
     return method.step, method.trainable_modules(), method.after_step
 
 
+def _train_checkpoints(
+    paradigm: str,
+    arch: str,
+    size: int,
+    data: Any,
+    train: Any,
+    epochs: int,
+    seed: int,
+    device: str | None,
+    tmp: str,
+) -> tuple[Any, list]:
+    """Train a seeded ``arch`` backbone with ``paradigm``, a checkpoint per epoch in ``tmp``;
+    returns the backbone and the trained modules (the order the checkpoints hold them in)."""
+    from coopt_flwr.learn.student import create_backbone
+    from coopt_flwr.learn.training import fit
+
+    backbone, dim = create_backbone(arch, cifar_stem=False, seed=seed)
+    if paradigm == "supervised":
+        if data.labels is None:
+            raise ValueError(f"{data.name}: supervised training needs labels")
+        step, modules, after = _supervised(backbone, dim, data.labels, int(data.num_classes), size, seed)
+    else:
+        step, modules, after = _byol(backbone, dim, size, seed)
+    cfg = train_config(
+        {**dict(train), "epochs": epochs, "time_budget_s": None}, seed, device, checkpoint_dir=tmp
+    )
+    fit(step, modules, data.images, cfg, after_step=after)
+    return backbone, modules
+
+
 def train_prior(
     paradigm: str,
     arch: str,
@@ -177,26 +216,15 @@ def train_prior(
     """
     from safetensors.torch import save_file
 
-    from coopt_flwr.learn.student import create_backbone
-    from coopt_flwr.learn.training import CHECKPOINT_EPOCH, fit, load_checkpoint
+    from coopt_flwr.learn.training import CHECKPOINT_EPOCH, load_checkpoint
 
     if paradigm not in PARADIGMS:
         raise ValueError(f"unknown paradigm {paradigm!r}; choose from {PARADIGMS}")
-    backbone, dim = create_backbone(arch, cifar_stem=False, seed=seed)
-    if paradigm == "supervised":
-        if data.labels is None:
-            raise ValueError(f"{data.name}: supervised training needs labels")
-        step, modules, after = _supervised(backbone, dim, data.labels, int(data.num_classes), size, seed)
-    else:
-        step, modules, after = _byol(backbone, dim, size, seed)
     keep = sorted({int(e) for e in weak_epochs} | {epochs})
     results = []
     with tempfile.TemporaryDirectory(prefix="coopt-zoo-", dir=out) as tmp:
         log(f"[zoo] {paradigm} {arch} @ {size}px: {epochs} epochs on {len(data)} images")
-        cfg = train_config(
-            {**dict(train), "epochs": epochs, "time_budget_s": None}, seed, device, checkpoint_dir=tmp
-        )
-        fit(step, modules, data.images, cfg, after_step=after)
+        backbone, modules = _train_checkpoints(paradigm, arch, size, data, train, epochs, seed, device, tmp)
         for epoch in keep:
             meta = load_checkpoint(Path(tmp) / CHECKPOINT_EPOCH.format(epoch), modules)
             name = f"{paradigm}-{arch}-s{size}-e{epoch:03d}"
@@ -267,18 +295,14 @@ def plot_zoo(path: Path, records: Sequence[dict[str, Any]], title: str) -> Path:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def run_zoo(cfg: DictConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Train every paradigm of the profile; writes the checkpoints and the zoo files."""
     from coopt_flwr.registry.datasets import create_dataset
 
-    out = Path(str(cfg["output-dir"])).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(cfg)
     seed = int(cfg.seed)
     epochs = int(cfg.epochs)
     if epochs != cfg.epochs or epochs < 1:
@@ -286,8 +310,7 @@ def run_zoo(cfg: DictConfig, log: Callable[[str], None] = print) -> list[dict[st
     weak = [int(e) for e in cfg.weak_epochs]
     if any(not 1 <= e < epochs for e in weak):
         raise ValueError(f"weak_epochs must lie in [1, {epochs - 1}], got {weak}")
-    subset = cfg.data.subset
-    spec = dataset_spec(str(cfg.data.train), cfg.data_dir, None if subset is None else int(subset), seed)
+    spec = train_spec(cfg)
     data = create_dataset(spec)
     sets = probe_sets(
         data,

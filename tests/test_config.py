@@ -1,16 +1,24 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 import tomllib
 
-from coopt_flwr.config import CONF_DIR, DEFAULTS, Settings, load_mix
+from coopt_flwr.config import CONF_DIR, DEFAULTS, Settings, conf_dir, load_mix, prior_entries
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_pyproject_run_config_matches_defaults():
     table = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    assert table == DEFAULTS
+    assert list(table) == list(DEFAULTS)  # the same keys, in the same order
+    for key, value in DEFAULTS.items():  # the same values, of the same type (1 == 1.0 == True)
+        assert (type(table[key]), table[key]) == (type(value), value), key
+
+
+def test_settings_fields_have_no_defaults_of_their_own():
+    # DEFAULTS is the one source: from_config sets every field.
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(Settings))
 
 
 def test_defaults_build_valid_settings(tmp_path):
@@ -52,6 +60,26 @@ def test_named_mixes_load():
 
 def test_default_mix_file_matches_default_priors():
     assert ",".join(load_mix("default")) == DEFAULTS["priors"]
+    assert Settings.from_config({}).priors == tuple(load_mix("default"))
+
+
+def test_priors_may_be_a_string_or_a_list():
+    text = "a?size=3, b > c ,human"
+    entries = ["a?size=3", "b > c", "human"]
+    assert prior_entries(text) == entries
+    assert prior_entries(entries) == entries
+    assert prior_entries(["a?size=3", ["b", "c"], "human"]) == entries  # a path as a list of specs
+    s = Settings.from_config({}, {"priors": entries})
+    assert s.priors == tuple(entries) and s.paths[1] == ("b", "c")
+    assert s == Settings.from_config({}, {"priors": text, "output-dir": str(s.output_dir)})
+    with pytest.raises(ValueError, match="priors"):
+        Settings.from_config({}, {"priors": ["a", 3]})
+    with pytest.raises(ValueError, match="priors"):
+        Settings.from_config({}, {"priors": []})
+
+
+def test_conf_dir_holds_the_mixes():
+    assert conf_dir() == CONF_DIR and (CONF_DIR / "mix" / "default.yaml").is_file()
 
 
 def test_bad_mix_file(tmp_path):

@@ -9,21 +9,22 @@ S_Y*, and each upload (aligned shared targets and aligned shard targets).
    recomputes it from the targets it received. A mismatch means the claim is false.
 2. **Information on S.** Out-of-sample (2-fold) ridge prediction of other participants' S
    targets from S_k. S_k is informative about a peer when the held-out relative residual is
-   below ``max_residual`` (default 1: better than the peer's mean), or clearly below the
-   residual the same fit reaches with the rows of S_k shuffled (a permutation null: same
-   marginals, no pairing). The null matters: with n close to |S|/2 every fit overfits, and
-   an honest ImageNet prior at low resolution reached residuals of 1.00-1.05 against its
-   peers on CIFAR-10 (n = 128, |S| = 500) while its shuffled rows reached more; noise sits
-   at the null. A participant informative about no peer carries nothing the others share,
-   as random noise does, and is rejected. This runs before the anchor choice: noise is
-   perfectly uniform and would otherwise win it.
+   below ``max_residual`` (run-config ``screen-max-residual``, default 1: better than the
+   peer's mean), or clearly below the residual the same fit reaches with the rows of S_k
+   shuffled (a permutation null: same marginals, no pairing). The null matters: with n close
+   to |S|/2 every fit overfits, and an honest ImageNet prior at low resolution reached
+   residuals of 1.00-1.05 against its peers on CIFAR-10 (n = 128, |S| = 500) while its
+   shuffled rows reached more; noise sits at the null. A participant informative about no
+   peer carries nothing the others share, as random noise does, and is rejected. This runs
+   before the anchor choice: noise is perfectly uniform and would otherwise win it.
 3. **Honest alignment.** The platform refits T_k on (S_k, S_Y*) itself: the uploaded aligned
    shared targets must equal T_k S_k, and the claimed residual must match.
 4. **Shard consistent with S.** S is a random sample of D, so the aligned shard targets of an
    honest participant follow the distribution of its shared targets aligned out of sample
    (cross-fitted: in-sample ones overfit the anchor when n approaches |S|). A k-NN
-   two-sample estimate of their total-variation distance above ``max_tv`` flags shard
-   targets replaced by noise, constants, another prior's outputs, or a shifted copy.
+   two-sample estimate of their total-variation distance above ``max_tv`` (run-config
+   ``screen-max-tv``) flags shard targets replaced by noise, constants, another prior's
+   outputs, or a shifted copy.
 
 Each check returns ``None`` when the reply passes, or the reason it fails.
 """
@@ -90,7 +91,7 @@ def check_claimed_uniformity(shared_targets: np.ndarray, claimed: float, tol: fl
 def check_information(
     shared_targets: np.ndarray,
     peers: list[np.ndarray],
-    max_residual: float = 1.0,
+    max_residual: float,
     max_peers: int = 8,
     permutations: int = 10,
     min_z: float = 4.0,
@@ -109,7 +110,8 @@ def check_information(
     peers
         The other participants' (|S|, n) shared-set targets.
     max_residual
-        A held-out residual below this is informative outright (1: better than the mean).
+        A held-out residual below this is informative outright (1: better than the mean); the
+        run-config's ``screen-max-residual``.
     max_peers
         Compare with at most this many peers (seeded choice), bounding the cost at scale.
     permutations
@@ -231,15 +233,17 @@ def check_shard_distribution(
     shard_targets: np.ndarray,
     ridge: float,
     is_anchor: bool,
-    max_tv: float = 0.6,
-    max_samples: int = 512,
+    max_tv: float,
+    max_samples: int,
     seed: int = 0,
 ) -> str | None:
     """Check 4: aligned shard targets (m, n) distributed like honest out-of-sample ones.
 
     The reference is the participant's own S targets (|S|, n) as they would be aligned if
     unseen (:func:`cross_fitted_alignment`), or unchanged for the anchor. Skipped (passes)
-    when either side has fewer than 20 rows: too few for the estimate.
+    when either side has fewer than 20 rows: too few for the estimate. ``max_tv`` is the
+    run-config's ``screen-max-tv``, ``max_samples`` its ``g-max-samples`` (points per side of
+    the TV estimate).
     """
     if len(shared_targets) < 20 or len(shard_targets) < 20:
         return None

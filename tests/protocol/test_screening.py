@@ -8,12 +8,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from coopt_flwr.config import DEFAULTS
 from coopt_flwr.protocol import screening
 from coopt_flwr.protocol.alignment import fit_alignment
 from coopt_flwr.protocol.merge import MergedTargets, ReplyError, check_ids, check_targets
 from coopt_flwr.protocol.uniformity import uniformity
 
 S, N = 120, 16
+# The run-config's thresholds, which the strategy passes from its Settings.
+INFO = {"max_residual": DEFAULTS["screen-max-residual"]}
+SHARD = {"max_tv": DEFAULTS["screen-max-tv"], "max_samples": DEFAULTS["g-max-samples"]}
 
 
 def _latent(seed=0, rows=S):
@@ -52,11 +56,11 @@ def test_information_check_rejects_noise_and_accepts_weak_but_related_priors():
     noise = np.random.default_rng(5).normal(size=(S, N)).astype(np.float32)
     for i, h in enumerate(honest):
         peers = [p for j, p in enumerate(honest) if j != i] + [noise]
-        assert screening.check_information(h, peers) is None
-    reason = screening.check_information(noise, honest)
+        assert screening.check_information(h, peers, **INFO) is None
+    reason = screening.check_information(noise, honest, **INFO)
     assert reason is not None and "no information" in reason
     # with fewer than two peers there is no majority to judge against
-    assert screening.check_information(noise, honest[:1]) is None
+    assert screening.check_information(noise, honest[:1], **INFO) is None
 
 
 def test_alignment_check_accepts_the_honest_upload_and_catches_tampering():
@@ -80,11 +84,15 @@ def test_shard_distribution_check_flags_poisoned_shards(attack):
     shard = fit.apply(mine_d)  # honest: the participant's alignment applied to unseen images
 
     def check(targets):
-        return screening.check_shard_distribution(mine_s, anchor_s, targets, ridge=1e-3, is_anchor=False)
+        return screening.check_shard_distribution(
+            mine_s, anchor_s, targets, ridge=1e-3, is_anchor=False, **SHARD
+        )
 
     assert check(shard) is None
     assert (
-        screening.check_shard_distribution(anchor_s, anchor_s, _prior_view(z_d, 2), 1e-3, is_anchor=True)
+        screening.check_shard_distribution(
+            anchor_s, anchor_s, _prior_view(z_d, 2), 1e-3, is_anchor=True, **SHARD
+        )
         is None
     )
     rng = np.random.default_rng(3)
@@ -106,7 +114,10 @@ def test_honest_shard_passes_even_when_the_alignment_overfits_s():
     mine_s, mine_d = z_s @ rng.normal(size=(40, 48)), z_d @ rng.normal(size=(40, 48))
     anchor_s = np.eye(48)[rng.integers(0, 10, size=60)] @ rng.normal(size=(48, 48))  # label-like codes
     shard = fit_alignment(mine_s, anchor_s, ridge=1e-3).apply(mine_d)
-    assert screening.check_shard_distribution(mine_s, anchor_s, shard, ridge=1e-3, is_anchor=False) is None
+    assert (
+        screening.check_shard_distribution(mine_s, anchor_s, shard, ridge=1e-3, is_anchor=False, **SHARD)
+        is None
+    )
     oos = screening.cross_fitted_alignment(mine_s, anchor_s, ridge=1e-3)
     assert oos.shape == anchor_s.shape and oos.dtype == np.float32
 
@@ -200,9 +211,9 @@ def test_information_check_accepts_weak_priors_worse_than_the_mean_but_better_th
 
     honest = [weak(s, noise=1.0) for s in range(1, 4)]
     assert screening.held_out_residual(honest[0], honest[1]) > 1.0  # the old rule's false alarm
-    assert screening.check_information(honest[0], honest[1:]) is None
+    assert screening.check_information(honest[0], honest[1:], **INFO) is None
     noise = np.random.default_rng(7).normal(size=(500, 128)).astype(np.float32)
-    reason = screening.check_information(noise, honest)
+    reason = screening.check_information(noise, honest, **INFO)
     assert reason is not None and "shuffled rows" in reason
 
 
@@ -211,4 +222,4 @@ def test_information_check_rejects_noise_for_every_seed(seed: int):
     z = _latent()
     honest = [_prior_view(z, s, noise=1.0) for s in range(1, 6)]
     noise = np.random.default_rng(100 + seed).normal(size=(S, N)).astype(np.float32)
-    assert screening.check_information(noise, honest, seed=seed) is not None
+    assert screening.check_information(noise, honest, seed=seed, **INFO) is not None

@@ -32,11 +32,12 @@ def _cfg(*overrides: str):
 
 @pytest.mark.parametrize("profile", ["tiny", "cifar10"])
 def test_profiles_make_valid_run_configs(tmp_path, profile):
-    cfg = _cfg(f"profile={profile}", "rounds=4", f"output-dir={tmp_path}", f"data_dir={tmp_path}")
+    cfg = _cfg(f"profile={profile}", "num-rounds=4", f"output-dir={tmp_path}", f"data_dir={tmp_path}")
     rc = run_config(cfg, tmp_path)
     s = Settings.from_config({}, rc)
     assert s.num_rounds == 4 and s.upgrade_fraction == 0.2 and rc["output-dir"] == str(tmp_path)
-    assert len(s.paths) == cfg.participants and all(len(p) >= 2 for p in s.paths)
+    assert len(s.paths) == cfg["num-supernodes"] == rc["min-nodes"] and all(len(p) >= 2 for p in s.paths)
+    assert rc["priors"] == list(cfg.priors)  # the profile's paths, passed on as a list
     if profile == "cifar10":
         assert rc["dataset"] == f"npz:{tmp_path}/train.npz?subset=10000&subset-seed=0"
         # every one of the 9 upgrade rounds has 2 participants left to upgrade
@@ -47,7 +48,7 @@ def test_profiles_make_valid_run_configs(tmp_path, profile):
 
 def test_default_profile_is_cifar10_with_ten_rounds():
     cfg = _cfg()
-    assert cfg.profile == "cifar10" and cfg.rounds == 10 and cfg.participants == 10
+    assert cfg.profile == "cifar10" and cfg["num-rounds"] == 10 and cfg["num-supernodes"] == 10
 
 
 def _result(round_, upgraded, anchor=1):
@@ -89,7 +90,7 @@ def test_evolve_tiny_runs_through_flower(tmp_path, monkeypatch):
 
     monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     out = tmp_path / "evolve"
-    cfg = _cfg("profile=tiny", "rounds=3", f"output-dir={out}")
+    cfg = _cfg("profile=tiny", "num-rounds=3", f"output-dir={out}")
     entries = run_evolution(cfg, log=lambda s: None)
     on_disk = json.loads((out / EVOLUTION_FILE).read_text())
     assert on_disk == json.loads(json.dumps(entries)) and len(on_disk) == 3
@@ -98,7 +99,7 @@ def test_evolve_tiny_runs_through_flower(tmp_path, monkeypatch):
     for e in on_disk:
         assert set(ENTRY_KEYS) <= set(e) and 0.0 <= e["target_probe_acc"] <= 1.0
         assert 0.0 <= e["g_after"] <= 1.0 and e["complete"]
-        paths = [parse_path(p) for p in cfg.paths]
+        paths = [parse_path(p) for p in cfg.priors]
         assert all(e["priors"][p] == paths[int(p)][s] for p, s in e["stages"].items())
     for prev, cur in itertools.pairwise(on_disk):
         moved = [int(p) for p in cur["stages"] if cur["stages"][p] != prev["stages"][p]]
