@@ -21,7 +21,7 @@ import pytest
 from coopt_flwr.store.storage import load_optimized
 from simulations.federation import Federation, Node, alive, split_npz
 
-pytestmark = pytest.mark.deployment
+pytestmark = [pytest.mark.deployment, pytest.mark.slow]
 
 PRIORS = ("efficientnet_lite0?size=32", "timm:resnet10t?size=16", "human")
 N_DIGITS = 1797
