@@ -116,6 +116,7 @@ class _Job:
     data: ImageData  # the data the node embeds: the platform's D, or its own (local data mode)
     prior: Prior
     local: bool  # local data mode: S arrives as images in the message
+    settings: Settings  # the run-config: the platform checks uploads with the same alignment keys
 
     @property
     def target_dim(self) -> int:
@@ -155,7 +156,7 @@ def _job(msg: Message, context: Context, overrides: Mapping[str, Any] | None) ->
         batch_size=settings.batch_size,
         device=settings.device or None,
     )
-    return _Job(who, config, msg.content[P.ARRAYS], data, prior, local)
+    return _Job(who, config, msg.content[P.ARRAYS], data, prior, local, settings)
 
 
 def _shared(job: _Job) -> tuple[ImageData, np.ndarray, str]:
@@ -245,6 +246,7 @@ def report_uniformity(msg: Message, context: Context, overrides: Mapping[str, An
         job.seed,
         cache,
         progress=_progress(job.who.partition, "uniformity"),
+        standardize=job.settings.standardize_targets,
     )
     _store_cache(context, cache, source)
     node = _uniformity_node(job, rep, _participant_name(context, job.who.partition))
@@ -274,6 +276,8 @@ def align(msg: Message, context: Context, overrides: Mapping[str, Any] | None = 
         progress=_progress(job.who.partition, "align"),
         shared_data=shared,
         shared_cache=shared_cache,
+        method=job.settings.alignment,
+        standardize=job.settings.standardize_targets,
     )
     _store_cache(context, cache, "data")
     if shared_cache is not cache:

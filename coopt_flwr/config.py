@@ -54,10 +54,21 @@ DEFAULTS: dict[str, Any] = {
     "resume": True,
     "upload-max-samples": 4096,
     "upgrade-fraction": 0.2,
+    "redundancy": 1,
+    "ensemble-weighting": "mean",
+    "anchor-rule": "uniformity",
+    "alignment": "ridge",
+    "standardize-targets": False,
 }
 
 #: ``data-mode`` values: the platform owns D and assigns shards, or every node brings its own data.
 DATA_MODES = ("platform", "local")
+#: ``anchor-rule`` values: argmin of the uniformity V, or argmin of the consensus score.
+ANCHOR_RULES = ("uniformity", "consensus")
+#: ``alignment`` values: the method of :func:`coopt_flwr.protocol.alignment.fit_alignment`.
+ALIGNMENTS = ("ridge", "procrustes")
+#: ``ensemble-weighting`` values: how the r aligned targets of a sample are averaged.
+ENSEMBLE_WEIGHTINGS = ("mean", "residual")
 
 
 def load_mix(name: str, conf_dir: Path | None = None) -> list[str]:
@@ -143,6 +154,11 @@ class Settings:
     screen_max_tv: float
     resume: bool
     upload_max_samples: int
+    redundancy: int
+    ensemble_weighting: str
+    anchor_rule: str
+    alignment: str
+    standardize_targets: bool
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -181,6 +197,7 @@ class Settings:
         if mode not in DATA_MODES:
             raise ValueError(f"data-mode must be one of {DATA_MODES}, got {mode!r}")
         _positive(c, "screen-max-residual", "screen-max-tv", "upload-max-samples")
+        redundancy = _redundancy(c["redundancy"], mode)
         out = str(c["output-dir"]).strip()
         output_dir = Path(out) if out else Path("outputs") / time.strftime("%Y%m%d-%H%M%S")
         return cls(
@@ -205,6 +222,11 @@ class Settings:
             screen_max_tv=float(c["screen-max-tv"]),
             resume=_bool(c["resume"], "resume"),
             upload_max_samples=int(c["upload-max-samples"]),
+            redundancy=redundancy,
+            ensemble_weighting=_choice(c, "ensemble-weighting", ENSEMBLE_WEIGHTINGS),
+            anchor_rule=_choice(c, "anchor-rule", ANCHOR_RULES),
+            alignment=_choice(c, "alignment", ALIGNMENTS),
+            standardize_targets=_bool(c["standardize-targets"], "standardize-targets"),
             upgrade_fraction=upgrade_fraction,
             paths=paths,
         )
@@ -237,6 +259,29 @@ def _bool(value: Any, key: str) -> bool:
     if text in ("false", "0", "no"):
         return False
     raise ValueError(f"{key} must be true or false, got {value!r}")
+
+
+def _choice(c: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    value = str(c[key]).strip()
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {allowed}, got {c[key]!r}")
+    return value
+
+
+def _redundancy(value: Any, mode: str) -> int:
+    """``redundancy``: an integer ≥ 1, and 1 in local data mode (only the holder has its images)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not number.is_integer() or number < 1:
+        raise ValueError(f"redundancy must be an integer >= 1, got {value!r}")
+    if number > 1 and mode == "local":
+        raise ValueError(
+            f"redundancy {int(number)} needs data-mode 'platform': in local data mode only the "
+            "participant holding a sample has its image, so no second participant can embed it"
+        )
+    return int(number)
 
 
 def _positive(c: Mapping[str, Any], *keys: str) -> None:

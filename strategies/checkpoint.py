@@ -40,16 +40,38 @@ FINGERPRINT_KEYS = (
     "seed",
     "screen_max_residual",
     "screen_max_tv",
+    "redundancy",
+    "ensemble_weighting",
+    "anchor_rule",
+    "alignment",
+    "standardize_targets",
 )
 """Settings that must match for a checkpoint to be resumed (num-rounds may grow: more rounds)."""
 
-_MERGED_ARRAYS = ("targets", "participant", "round", "stage")
+#: What a checkpoint written before a fingerprint key existed ran with: that key's default.
+_LEGACY_FINGERPRINT = {
+    "redundancy": 1,
+    "ensemble_weighting": "mean",
+    "anchor_rule": "uniformity",
+    "alignment": "ridge",
+    "standardize_targets": False,
+}
+
+_MERGED_ARRAYS = ("targets", *MergedTargets.COLUMNS)
 
 
 def fingerprint(settings: Settings) -> dict[str, Any]:
     """The :data:`FINGERPRINT_KEYS` of ``settings``, JSON-ready (tuples as lists)."""
     d = asdict(settings)
     return {k: (list(d[k]) if isinstance(d[k], tuple) else d[k]) for k in FINGERPRINT_KEYS}
+
+
+def _merged_arrays(arrays: dict[str, Any]) -> dict[str, Any]:
+    """The merged set's arrays of a checkpoint; one written before ``contributions`` existed
+    had one contribution per filled sample."""
+    if "merged.contributions" not in arrays:
+        arrays["merged.contributions"] = (arrays["merged.participant"] >= 0).astype("int64")
+    return {name: arrays.pop(f"merged.{name}") for name in _MERGED_ARRAYS}
 
 
 @dataclass
@@ -112,9 +134,17 @@ class RoundState:
     reassigned: int = 0
     upgraded: list[int] = field(default_factory=list)
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    redundancy: int = 1  # contributions asked per sample this round (clipped to the participants)
+    fewer: int = 0  # samples merged from fewer than ``redundancy`` contributions this round
 
     def to_json(self) -> dict[str, Any]:
-        return {"g-before": self.g_before, "reassigned": self.reassigned, "upgraded": self.upgraded}
+        return {
+            "g-before": self.g_before,
+            "reassigned": self.reassigned,
+            "upgraded": self.upgraded,
+            "redundancy": self.redundancy,
+            "fewer-contributions": self.fewer,
+        }
 
 
 @dataclass
@@ -212,7 +242,8 @@ class Checkpoints:
             return None
         if ck.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {ck.get('format')} is not {CHECKPOINT_FORMAT}")
-        differ = sorted(k for k in self.fingerprint if ck["fingerprint"].get(k) != self.fingerprint[k])
+        saved = _LEGACY_FINGERPRINT | ck["fingerprint"]
+        differ = sorted(k for k in self.fingerprint if saved.get(k) != self.fingerprint[k])
         if differ:
             raise ValueError(
                 f"{self.out} holds a checkpoint of a run with other settings ({', '.join(differ)}); "
@@ -220,8 +251,8 @@ class Checkpoints:
             )
         arrays = load_tensors(self.out / ck["tensors"])
         merged.grow(len(arrays["merged.participant"]))
-        for name in _MERGED_ARRAYS:
-            getattr(merged, name)[:] = arrays.pop(f"merged.{name}")
+        for name, values in _merged_arrays(arrays).items():
+            getattr(merged, name)[:] = values
         platform = PlatformState.from_json(ck)
         platform.resumes.append({"round": int(ck["round"]), "after-phase": ck["phase"]})
         records = {r.node_id: r for r in (NodeRecord.from_public(d, arrays) for d in ck["records"])}
@@ -231,6 +262,8 @@ class Checkpoints:
             reassigned=int(ck["state"].get("reassigned", 0)),
             upgraded=list(ck["state"].get("upgraded", [])),
             phase_seconds=dict(ck["phase-seconds"]),
+            redundancy=int(ck["state"].get("redundancy", 1)),
+            fewer=int(ck["state"].get("fewer-contributions", 0)),
         )
         checkpoint = Checkpoint(int(ck["round"]), ck["phase"], records, anchor, state)
         return checkpoint, platform

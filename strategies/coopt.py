@@ -28,6 +28,16 @@ Two data modes (run-config ``data-mode``):
   participant's samples cannot be reassigned (only it holds them): they are reported and
   picked up when it answers in a later round.
 
+Ensembles and anchor rules (run-config, defaults keep the protocol above): with
+``redundancy`` r > 1 (platform data mode) every sample goes to r participants of different
+prior entries where possible; their aligned targets are kept apart per sample
+(:class:`coopt_flwr.protocol.merge.RoundContributions`) until the alignment phase ends and
+then averaged into one row, so a participant rejected mid-phase is taken out exactly and its
+copies reassigned to healthy participants not yet holding those samples. ``anchor-rule``
+``consensus`` picks the anchor by :func:`coopt_flwr.protocol.consensus.consensus_scores`
+instead of argmin V. Every participant's cross-fitted alignment residual to the anchor
+(``residual-oos``) is recorded, and weighs its copies under ``ensemble-weighting=residual``.
+
 The platform checkpoints its state after every phase (``checkpoint.json`` plus a tensor
 file, both written atomically): a ServerApp restarted with the same ``output-dir`` resumes
 after the last finished phase and produces the same merged data set.
@@ -51,10 +61,19 @@ from coopt_flwr.config import Settings
 from coopt_flwr.devices import current_rss_mb, trim_heap
 from coopt_flwr.protocol import messages as P
 from coopt_flwr.protocol import screening
+from coopt_flwr.protocol.alignment import cross_fitted_residual
 from coopt_flwr.protocol.anchor import choose_anchor
+from coopt_flwr.protocol.consensus import consensus_scores
+from coopt_flwr.protocol.ensemble import assign_redundant
 from coopt_flwr.protocol.evolution import choose_upgrades
 from coopt_flwr.protocol.inconsistency import inconsistency
-from coopt_flwr.protocol.merge import MergedTargets, ReplyError, check_ids, check_targets
+from coopt_flwr.protocol.merge import (
+    MergedTargets,
+    ReplyError,
+    RoundContributions,
+    check_ids,
+    check_targets,
+)
 from coopt_flwr.protocol.uniformity import uniformity
 from coopt_flwr.registry.datasets import ImageData, shard_split, shared_subset
 from coopt_flwr.store.report import format_summary
@@ -79,6 +98,19 @@ RoundHook = Callable[[RoundResult, MergedTargets], Mapping[str, Any] | None]
 what it returns is recorded as the round's ``metrics`` in the summary."""
 
 _BAD_REPLY = (ReplyError, KeyError, TypeError, ValueError)
+
+#: Anchor-rule ``consensus``: each participant is scored against at most this many seeded
+#: partners, so choosing the anchor costs about 2·K·8 cross-fits however large K grows.
+CONSENSUS_PARTNERS = 8
+#: ``ensemble-weighting`` ``residual``: the smallest weight of a contribution, so a sample
+#: whose contributors all align badly still gets a (plain) mean.
+MIN_ENSEMBLE_WEIGHT = 1e-3
+
+
+def _folds(shared: int) -> int | None:
+    """Folds of the cross-fitted scores on |S| = ``shared`` rows; ``None`` when S is too small."""
+    folds = min(5, shared)
+    return folds if shared - -(-shared // folds) >= 2 else None
 
 
 def _error_reason(reply: Message) -> str:
@@ -136,6 +168,8 @@ class CoOptStrategy:
         self.shared_ids = shared_subset(num_samples, settings.shared_fraction, settings.seed)
         if len(self.shared_ids) < 2:
             raise ValueError("the shared set needs at least 2 samples")
+        if settings.anchor_rule == "consensus" and _folds(len(self.shared_ids)) is None:
+            raise ValueError("anchor-rule 'consensus' needs a shared set of at least 3 samples")
         self.shared_arrays: dict[str, np.ndarray] = {}
         if self.local:
             if shared_data is None or len(shared_data) != num_samples:
@@ -145,6 +179,8 @@ class CoOptStrategy:
                 self.shared_arrays[P.SHARED_LABELS] = shared_data.labels[self.shared_ids]
         # Local mode: the merged set grows as participants register their samples.
         self.merged = MergedTargets(0 if self.local else num_samples, settings.target_dim)
+        # Redundancy > 1: the round's contributions, kept apart until its alignment phase ends.
+        self.contributions: RoundContributions | None = None
         self.checkpoints = Checkpoints(settings)
         # What the platform carries across rounds (see PlatformState); checkpointed.
         self.namespace: dict[str, dict[str, int]] = {}  # local mode: name -> offset, count, partition
@@ -457,9 +493,50 @@ class CoOptStrategy:
                 "no participant delivered a valid uniformity report: "
                 + "; ".join(f"{r.node_id}: {r.reason}" for r in records.values())
             )
+        if self.settings.anchor_rule == "consensus" and len(ok) >= 2:
+            scores = consensus_scores(
+                {p: r.shared_targets for p, r in ok.items()},
+                ridge=self.settings.ridge,
+                folds=_folds(len(self.shared_ids)) or 2,
+                seed=self.settings.seed,
+                partners=CONSENSUS_PARTNERS,
+            )
+            for p, score in scores.items():
+                ok[p].consensus = score
+            return ok[choose_anchor(scores)]
         # An accepted record has the platform's uniformity value (set before it is accepted).
         values = {p: r.uniformity for p, r in ok.items() if r.uniformity is not None}
         return ok[choose_anchor(values)]
+
+    def _score_alignment(self, records: dict[int, NodeRecord], anchor: NodeRecord) -> None:
+        """Each accepted participant's out-of-sample alignment residual to the anchor on S.
+
+        The in-sample residual a node reports goes to 0 as n approaches |S|, whatever the
+        prior; the cross-fitted one (run-config ``alignment`` and ``ridge``) does not.
+        """
+        folds = _folds(len(self.shared_ids))
+        for rec in _accepted(records):
+            if rec is anchor:
+                rec.residual_oos = 0.0
+            elif folds is not None:
+                rec.residual_oos = cross_fitted_residual(
+                    rec.shared_targets,
+                    anchor.shared_targets,
+                    folds=folds,
+                    seed=self.settings.seed,
+                    ridge=self.settings.ridge,
+                    method=self.settings.alignment,
+                )
+
+    def _ensemble_weight(self, rec: NodeRecord) -> float:
+        """A contribution's weight in a sample's mean (run-config ``ensemble-weighting``).
+
+        ``residual``: the out-of-sample share of the anchor's S variance it explains,
+        1 − residual-oos² (the anchor 1), floored at :data:`MIN_ENSEMBLE_WEIGHT`.
+        """
+        if self.settings.ensemble_weighting == "mean" or rec.residual_oos is None:
+            return 1.0
+        return max(1.0 - rec.residual_oos**2, MIN_ENSEMBLE_WEIGHT)
 
     def assign_shards(self, partitions: list[int], num_partitions: int) -> dict[int, np.ndarray]:
         """Seeded random disjoint split of all ids, one shard per partition of the federation.
@@ -493,26 +570,88 @@ class CoOptStrategy:
                 shards[p] = np.concatenate([shards[p], extra])
         return {p: np.sort(ids) for p, ids in shards.items()}
 
-    def _assignment(self, records: dict[int, NodeRecord]) -> dict[int, np.ndarray]:
-        """Node id → the ids it must upload targets for (its shard, or all of its own data)."""
+    def assign_redundant_shards(self, partitions: list[int], redundancy: int) -> dict[int, np.ndarray]:
+        """Every id of D to ``redundancy`` distinct partitions, preferably of different priors.
+
+        The group of a partition is the index of its entry in the run-config's prior list
+        (entries are assigned round-robin), so the copies of a sample go to different priors
+        where the loads allow (:func:`coopt_flwr.protocol.ensemble.assign_redundant`). Seeded:
+        the same participants get the same shards every round (their feature caches stay valid).
+
+        Returns
+        -------
+        dict
+            Partition id → int64 sorted ids; together every id exactly ``redundancy`` times.
+        """
+        present = sorted(partitions)
+        groups = [p % len(self.settings.paths) for p in present]
+        ids = np.arange(self.num_samples, dtype=np.int64)
+        return assign_redundant(ids, present, groups, redundancy, seed=self.settings.seed)
+
+    def _assignment(self, records: dict[int, NodeRecord], state: RoundState) -> dict[int, np.ndarray]:
+        """Node id → the ids it must upload targets for (its shard, or all of its own data).
+
+        Sets ``state.redundancy``: the run-config's ``redundancy`` clipped to the accepted
+        participants (a sample cannot go to more participants than there are), with a warning.
+        """
         ok = _accepted(records)
         if self.local:  # a participant's shard is all of its own data, in its own index space
             return {r.node_id: np.arange(r.data_samples, dtype=np.int64) for r in ok}
-        shards = self.assign_shards([r.partition_id for r in ok], self.num_partitions)
+        state.redundancy = min(self.settings.redundancy, len(ok))
+        if state.redundancy < self.settings.redundancy:
+            self.log(
+                f"[coopt] warning: redundancy {self.settings.redundancy} clipped to {state.redundancy}: "
+                f"only {len(ok)} participants accepted"
+            )
+        partitions = [r.partition_id for r in ok]
+        if state.redundancy > 1:
+            shards = self.assign_redundant_shards(partitions, state.redundancy)
+        else:
+            shards = self.assign_shards(partitions, self.num_partitions)
         return {r.node_id: shards[r.partition_id] for r in ok}
 
     # ------------------------------------------------------------------ phase 3: align and merge
     def _align_phase(
-        self, grid: GridLike, round_: int, records: dict[int, NodeRecord], anchor: NodeRecord
+        self,
+        grid: GridLike,
+        round_: int,
+        records: dict[int, NodeRecord],
+        anchor: NodeRecord,
+        state: RoundState,
+    ) -> None:
+        """Collect every assigned id's aligned target(s); reassign what failed participants held.
+
+        Sets ``state.reassigned`` (ids reassigned to other participants), ``state.redundancy``
+        and, with redundancy > 1, ``state.fewer`` (samples left with fewer contributions).
+        """
+        assignment = self._assignment(records, state)
+        r = state.redundancy
+        self.contributions = None
+        if r > 1:
+            self.contributions = RoundContributions(self.num_samples, self.settings.target_dim, r)
+        state.reassigned = self._collect(grid, round_, records, anchor, assignment)
+        if self.contributions is not None:
+            counts = self.contributions.merge_into(self.merged, round_)
+            self.contributions = None
+            state.fewer = int(np.count_nonzero((counts > 0) & (counts < r)))
+            if state.fewer:
+                self.log(f"[coopt] {state.fewer} samples merged from fewer than {r} contributions")
+
+    def _collect(
+        self,
+        grid: GridLike,
+        round_: int,
+        records: dict[int, NodeRecord],
+        anchor: NodeRecord,
+        assignment: dict[int, np.ndarray],
     ) -> int:
-        """Collect every assigned id's aligned target; reassign what failed participants held.
+        """Run the align exchanges, reassigning failed participants' ids up to ``max-reassign`` times.
 
         Returns
         -------
         int
-            How many ids were reassigned to other participants.
+            How many ids (contributions, with redundancy) were reassigned.
         """
-        assignment = self._assignment(records)
         reassigned = 0
         for attempt in range(self.settings.max_reassign + 1):
             lost = self._align_exchanges(grid, round_, records, anchor, assignment)
@@ -526,21 +665,59 @@ class CoOptStrategy:
                 )
                 break
             healthy = _accepted(records)
+            what = "samples" if self.contributions is None else "contributions to samples"
             if attempt == self.settings.max_reassign or not healthy:
+                lost_what = "samples have no target" if self.contributions is None else f"{what} are lost"
                 self.log(
-                    f"[coopt] {len(lost_ids)} samples have no target: no healthy participant left "
+                    f"[coopt] {len(lost_ids)} {lost_what}: no healthy participant left "
                     "or reassignment attempts used up"
                 )
                 break
             # The platform owns D here, so a failed participant's shard goes to the others.
             self.log(
-                f"[coopt] reassigning {len(lost_ids)} samples of failed participants "
+                f"[coopt] reassigning {len(lost_ids)} {what} of failed participants "
                 f"to {len(healthy)} healthy ones (attempt {attempt + 1})"
             )
+            if self.contributions is not None:
+                assignment = self._reassign_redundant(lost, healthy)
+                reassigned += sum(len(ids) for ids in assignment.values())
+                continue
             reassigned += len(lost_ids)
             parts = np.array_split(lost_ids, len(healthy))
             assignment = {r.node_id: p for r, p in zip(healthy, parts, strict=True) if len(p)}
         return reassigned
+
+    def _reassign_redundant(self, lost: list[np.ndarray], healthy: list[NodeRecord]) -> dict[int, np.ndarray]:
+        """Give each lost contribution to a healthy participant not yet contributing that sample.
+
+        An id lost by two failed participants needs two new contributors: one pass per copy.
+        Within a pass the candidates are tried round-robin from a per-id start (balanced loads);
+        an id every healthy participant already holds keeps fewer contributions (reported).
+
+        Returns
+        -------
+        dict
+            Node id → int64 sorted ids it is now asked for (nodes with none left out).
+        """
+        assert self.contributions is not None
+        parts = np.array([r.partition_id for r in healthy], dtype=np.int64)
+        ids, copies = np.unique(np.concatenate(lost), return_counts=True)
+        owners = self.contributions.owner[:, ids]  # (r, L) who holds each id now
+        taken = (owners[None, :, :] == parts[:, None, None]).any(axis=1).T  # (L, H)
+        h = len(parts)
+        picked: list[list[np.ndarray]] = [[] for _ in range(h)]
+        for copy in range(int(copies.max())):
+            todo = np.flatnonzero(copies > copy)
+            order = (todo[:, None] + copy + np.arange(h)[None, :]) % h  # candidates, per id
+            free = ~taken[todo[:, None], order]
+            ok = free.any(axis=1)
+            col = order[np.arange(len(todo)), free.argmax(axis=1)]
+            todo, col = todo[ok], col[ok]
+            taken[todo, col] = True
+            for j in range(h):
+                picked[j].append(ids[todo[col == j]])
+        out = {rec.node_id: np.sort(np.concatenate(p)) for rec, p in zip(healthy, picked, strict=True)}
+        return {node: ids for node, ids in out.items() if len(ids)}
 
     def _align_exchanges(
         self,
@@ -572,7 +749,10 @@ class CoOptStrategy:
         def drop(node: int) -> None:  # the node's whole assignment is redone elsewhere
             merged = np.concatenate(done[node]) if done[node] else np.zeros(0, np.int64)
             if len(merged):
-                self.merged.clear(self._global_ids(records[node], merged))
+                if self.contributions is not None:  # only this node's rows; others' stay
+                    self.contributions.remove(merged, records[node].partition_id)
+                else:
+                    self.merged.clear(self._global_ids(records[node], merged))
                 records[node].samples -= len(merged)
             lost.append(assignment[node])
             queue[node], done[node] = [], []
@@ -632,6 +812,7 @@ class CoOptStrategy:
             residual,
             ridge=s.ridge,
             is_anchor=is_anchor,
+            method=s.alignment,
         ) or screening.check_shard_distribution(
             rec.shared_targets,
             anchor.shared_targets,
@@ -641,6 +822,7 @@ class CoOptStrategy:
             max_tv=s.screen_max_tv,
             max_samples=s.g_max_samples,
             seed=s.seed,
+            method=s.alignment,
         )
         if reason:
             raise ReplyError(reason)
@@ -648,7 +830,11 @@ class CoOptStrategy:
         if stage != rec.stage:
             raise ReplyError(f"aligned with evolution stage {stage}, reported uniformity with {rec.stage}")
         ids = self._global_ids(rec, ids)
-        self.merged.add(ids, targets, rec.partition_id, round_, stage=rec.stage)
+        if self.contributions is not None:
+            weight = self._ensemble_weight(rec)
+            self.contributions.add(ids, targets, rec.partition_id, stage=rec.stage, weight=weight)
+        else:
+            self.merged.add(ids, targets, rec.partition_id, round_, stage=rec.stage)
         rec.samples += len(ids)
         rec.residual = residual
         rec.align_seconds += float(node[P.EMBED_SECONDS])
@@ -680,7 +866,7 @@ class CoOptStrategy:
             t = time.perf_counter()
             for rec in records.values():  # a redone phase starts from nothing merged
                 rec.samples, rec.shared_aligned = 0, None
-            state.reassigned = self._align_phase(grid, round_, records, anchor)
+            self._align_phase(grid, round_, records, anchor, state)
             state.phase_seconds["align"] = time.perf_counter() - t
             self._save_checkpoint(round_, "align", records, anchor, state)
         return self._close_round(round_, records, anchor, state)
@@ -707,10 +893,13 @@ class CoOptStrategy:
 
         t = time.perf_counter()
         anchor = self._choose_anchor(records)
+        self._score_alignment(records, anchor)
         state.g_before = self._g([r.shared_targets for r in _accepted(records)])
         phases["anchor"] = time.perf_counter() - t
+        consensus = "" if anchor.consensus is None else f", consensus {anchor.consensus:.4f}"
         self.log(
-            f"[coopt] anchor: participant {anchor.partition_id} ({anchor.prior}), V={anchor.uniformity:.4f}"
+            f"[coopt] anchor ({self.settings.anchor_rule}): participant {anchor.partition_id} "
+            f"({anchor.prior}), V={anchor.uniformity:.4f}{consensus}"
         )
         self._save_checkpoint(round_, "uniformity", records, anchor, state)
         return records, anchor, state
@@ -736,6 +925,8 @@ class CoOptStrategy:
             missing=len(self.merged.missing_ids()),
             reassigned=int(state.reassigned),
             upgraded=list(state.upgraded),
+            redundancy=int(state.redundancy),
+            fewer_contributions=int(state.fewer),
         )
 
     def run(self, grid: GridLike) -> RunResult:

@@ -48,7 +48,9 @@ class NodeRecord:
     feature_dim: int = 0
     uniformity: float | None = None  # computed by the platform from the shared targets
     reported_uniformity: float | None = None  # the node's own claim, on raw features
-    residual: float | None = None
+    residual: float | None = None  # in-sample alignment residual on S, as the node reports it
+    residual_oos: float | None = None  # cross-fitted residual of its S targets to the anchor's
+    consensus: float | None = None  # consensus anchor score (anchor-rule "consensus" only)
     data_samples: int = 0  # how many samples the node holds (its own data in local mode)
     samples: int = 0  # how many targets of it were merged this round
     status: Status = Status.PENDING
@@ -110,6 +112,8 @@ class RoundResult:
     missing: int
     reassigned: int
     upgraded: list[int] = field(default_factory=list)  # partitions that upgraded this round
+    redundancy: int = 1  # contributions asked per sample (the run-config's, clipped to K)
+    fewer_contributions: int = 0  # samples merged from fewer than ``redundancy`` contributions
     metrics: dict[str, Any] = field(default_factory=dict)  # what the round hook reported
 
 

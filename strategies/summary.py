@@ -47,6 +47,8 @@ def round_summary(r: RoundResult) -> dict[str, Any]:
         "missing": r.missing,
         "reassigned": r.reassigned,
         "upgraded": r.upgraded,
+        "redundancy": r.redundancy,
+        "fewer-contributions": r.fewer_contributions,
         "metrics": r.metrics,
         "participants": [n.public() for n in r.nodes],
     }
@@ -94,7 +96,11 @@ def run_summary(
         "data-mode": settings.data_mode,
         "complete": bool(len(missing) == 0),
         "missing-ids": missing.tolist(),
-        "anchor": {"partition": last.anchor_partition, "prior": last.anchor_prior},
+        "anchor": {
+            "partition": last.anchor_partition,
+            "prior": last.anchor_prior,
+            "rule": settings.anchor_rule,
+        },
         "g-before": last.g_before,
         "g-after": last.g_after,
         "participants": [r.public() for r in last.nodes],

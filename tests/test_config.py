@@ -43,6 +43,15 @@ def test_default_output_dir_is_absolute_and_timestamped():
         ({"priors": " , "}, "priors"),
         ({"no-such-key": 1}, "unknown run-config keys"),
         ({"prior-mix": "nope"}, "unknown prior mix"),
+        ({"redundancy": 0}, "redundancy must be an integer >= 1"),
+        ({"redundancy": 1.5}, "redundancy must be an integer >= 1"),
+        ({"redundancy": "two"}, "redundancy must be an integer >= 1"),
+        ({"redundancy": True}, "redundancy must be an integer >= 1"),
+        ({"redundancy": 2, "data-mode": "local"}, "redundancy 2 needs data-mode 'platform'"),
+        ({"ensemble-weighting": "median"}, "ensemble-weighting must be one of"),
+        ({"anchor-rule": "best"}, "anchor-rule must be one of"),
+        ({"alignment": "lstsq"}, "alignment must be one of"),
+        ({"standardize-targets": "maybe"}, "standardize-targets must be true or false"),
     ],
 )
 def test_bad_config_is_a_clear_error(override, match):
@@ -105,3 +114,32 @@ def test_mix_entries_may_be_evolution_paths(tmp_path):
     (tmp_path / "mix" / "bad.yaml").write_text("priors:\n  - [a, 3]\n")
     with pytest.raises(ValueError, match="evolution paths"):
         load_mix("bad", conf_dir=tmp_path)
+
+
+def test_ensemble_and_alignment_keys_parse():
+    s = Settings.from_config({})
+    assert (s.redundancy, s.ensemble_weighting, s.anchor_rule, s.alignment, s.standardize_targets) == (
+        1,
+        "mean",
+        "uniformity",
+        "ridge",
+        False,
+    )
+    s = Settings.from_config(
+        {},
+        {
+            "redundancy": "3",  # --run-config may give numbers as strings
+            "ensemble-weighting": "residual",
+            "anchor-rule": "consensus",
+            "alignment": "procrustes",
+            "standardize-targets": "true",
+        },
+    )
+    assert (s.redundancy, s.ensemble_weighting, s.anchor_rule, s.alignment, s.standardize_targets) == (
+        3,
+        "residual",
+        "consensus",
+        "procrustes",
+        True,
+    )
+    assert Settings.from_config({}, {"data-mode": "local", "redundancy": 1}).redundancy == 1

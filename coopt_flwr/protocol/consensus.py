@@ -33,13 +33,24 @@ diagnostic or a screen (reject priors with tiny effective rank), not an anchor r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from coopt_flwr.protocol.alignment import Standardizer, cross_fitted_residual
 
-__all__ = ["consensus_scores", "effective_rank", "pairwise_residuals"]
+__all__ = ["consensus_scores", "effective_rank", "pairwise_residuals", "partner_sets"]
+
+
+def _prepared(shared: Mapping[int, np.ndarray], standardize: bool) -> dict[int, np.ndarray]:
+    """The participants' targets as float64, checked (≥ 2, same rows), z-scored if asked."""
+    arrays = {p: np.asarray(x, dtype=np.float64) for p, x in shared.items()}
+    rows = {x.shape[0] if x.ndim == 2 else -1 for x in arrays.values()}
+    if len(arrays) < 2 or len(rows) != 1 or -1 in rows:
+        raise ValueError("consensus needs >= 2 participants with (|S|, n) targets on the same S")
+    if standardize:
+        arrays = {p: Standardizer.fit(x).apply(x) for p, x in arrays.items()}
+    return arrays
 
 
 def pairwise_residuals(
@@ -69,18 +80,45 @@ def pairwise_residuals(
     dict
         (p, q) → r(p→q) for all p ≠ q: how badly p's targets predict q's out of sample.
     """
-    arrays = {p: np.asarray(x, dtype=np.float64) for p, x in shared.items()}
-    rows = {x.shape[0] if x.ndim == 2 else -1 for x in arrays.values()}
-    if len(arrays) < 2 or len(rows) != 1 or -1 in rows:
-        raise ValueError("consensus needs >= 2 participants with (|S|, n) targets on the same S")
-    if standardize:
-        arrays = {p: Standardizer.fit(x).apply(x) for p, x in arrays.items()}
+    arrays = _prepared(shared, standardize)
     return {
         (p, q): cross_fitted_residual(arrays[p], arrays[q], folds=folds, seed=seed, ridge=ridge)
         for p in arrays
         for q in arrays
         if p != q
     }
+
+
+def partner_sets(ids: Sequence[int], partners: int | None = None, seed: int = 0) -> dict[int, list[int]]:
+    """The participants each one is scored against: all others, or a seeded few.
+
+    Parameters
+    ----------
+    ids
+        The distinct partition ids (non-negative).
+    partners
+        At most this many partners each (≥ 1); ``None`` or ≥ K − 1: all the others.
+    seed
+        Seed of the choice; p's partners depend only on (seed, p, ids), not on the order.
+
+    Returns
+    -------
+    dict
+        Partition id → its partners, in the order of ``ids``.
+    """
+    order = [int(p) for p in ids]
+    if partners is not None and partners < 1:
+        raise ValueError(f"partners must be >= 1, got {partners}")
+    chosen: dict[int, list[int]] = {}
+    for p in order:
+        others = [q for q in order if q != p]
+        if partners is not None and partners < len(others):
+            # Per-participant seed: adding or dropping someone else reshuffles no one's draw.
+            rng = np.random.default_rng([int(seed) % 2**32, p])
+            keep = set(rng.choice(sorted(others), size=partners, replace=False).tolist())
+            others = [q for q in others if q in keep]
+        chosen[p] = others
+    return chosen
 
 
 def consensus_scores(
@@ -90,6 +128,7 @@ def consensus_scores(
     folds: int = 5,
     seed: int = 0,
     standardize: bool = False,
+    partners: int | None = None,
 ) -> dict[int, float]:
     """Consensus anchor score C_p = mean_{q≠p} ½ [r(p→q) + r(q→p)] (lower = better).
 
@@ -98,16 +137,26 @@ def consensus_scores(
     shared
         Partition id → (|S|, n_p) shared-set targets (same rows for all; ≥ 2 participants).
     ridge, folds, seed, standardize
-        As in :func:`pairwise_residuals`.
+        As in :func:`pairwise_residuals`; ``seed`` also draws the partners.
+    partners
+        Score each participant against at most this many others (:func:`partner_sets`), so
+        the cost grows as 2·K·partners cross-fits rather than K²; ``None``: all others.
 
     Returns
     -------
     dict
         Partition id → C_p; ``choose_anchor(consensus_scores(shared))`` is the anchor.
     """
-    pairs = pairwise_residuals(shared, ridge=ridge, folds=folds, seed=seed, standardize=standardize)
-    ids = list(shared)
-    return {p: float(np.mean([0.5 * (pairs[p, q] + pairs[q, p]) for q in ids if q != p])) for p in ids}
+    arrays = _prepared(shared, standardize)
+    pairs: dict[tuple[int, int], float] = {}
+
+    def r(p: int, q: int) -> float:  # each ordered pair fitted once, shared by both scores
+        if (p, q) not in pairs:
+            pairs[p, q] = cross_fitted_residual(arrays[p], arrays[q], folds=folds, seed=seed, ridge=ridge)
+        return pairs[p, q]
+
+    chosen = partner_sets(list(arrays), partners, seed)
+    return {p: float(np.mean([0.5 * (r(p, q) + r(q, p)) for q in chosen[p]])) for p in arrays}
 
 
 def effective_rank(x: np.ndarray) -> float:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from coopt_flwr.protocol.ensemble import combine_targets
+
 
 class ReplyError(ValueError):
     """A participant's reply failed validation; the message says why."""
@@ -76,6 +78,11 @@ class MergedTargets:
         int64 (N,) round that produced each row, -1 if none.
     stage
         int64 (N,) evolution stage of the producing participant's prior, -1 if none.
+    contributions
+        int64 (N,) how many participants' aligned targets the row is the mean of (the
+        run-config's ``redundancy``, fewer where contributors failed), 0 if none. With more
+        than one, ``participant`` and ``stage`` name the primary contributor: the one with the
+        lowest partition id.
     """
 
     num_samples: int
@@ -84,19 +91,31 @@ class MergedTargets:
     participant: np.ndarray = field(init=False)
     round: np.ndarray = field(init=False)
     stage: np.ndarray = field(init=False)
+    contributions: np.ndarray = field(init=False)
+
+    #: The per-sample int64 columns besides the targets (-1 or 0 where empty).
+    COLUMNS = ("participant", "round", "stage", "contributions")
 
     def __post_init__(self) -> None:
         self.targets = np.full((self.num_samples, self.target_dim), np.nan, dtype=np.float32)
         self.participant = np.full(self.num_samples, -1, dtype=np.int64)
         self.round = np.full(self.num_samples, -1, dtype=np.int64)
         self.stage = np.full(self.num_samples, -1, dtype=np.int64)
+        self.contributions = np.zeros(self.num_samples, dtype=np.int64)
 
     def add(
-        self, ids: np.ndarray, targets: np.ndarray, participant: int, round_: int, stage: int = 0
+        self,
+        ids: np.ndarray,
+        targets: np.ndarray,
+        participant: int | np.ndarray,
+        round_: int,
+        stage: int | np.ndarray = 0,
+        contributions: int | np.ndarray = 1,
     ) -> None:
         """Write validated rows (``ids`` int64 (m,), ``targets`` float32 (m, n)), in place.
 
         A later round overwrites a sample's row: D' keeps exactly one target per sample.
+        ``participant``, ``stage`` and ``contributions`` are one value for all rows or (m,).
         """
         if len(ids) and (ids.min() < 0 or ids.max() >= self.num_samples):
             raise ReplyError(f"ids outside [0, {self.num_samples})")
@@ -104,6 +123,7 @@ class MergedTargets:
         self.participant[ids] = participant
         self.round[ids] = round_
         self.stage[ids] = stage
+        self.contributions[ids] = contributions
 
     def clear(self, ids: np.ndarray) -> None:
         """Empty rows again (the contribution of a participant rejected later in the round)."""
@@ -111,6 +131,7 @@ class MergedTargets:
         self.participant[ids] = -1
         self.round[ids] = -1
         self.stage[ids] = -1
+        self.contributions[ids] = 0
 
     def grow(self, num_samples: int) -> None:
         """Extend to ``num_samples`` rows (new rows empty); local data mode registers samples late.
@@ -129,8 +150,8 @@ class MergedTargets:
         targets[:old] = self.targets
         targets[old:] = np.nan
         self.targets = targets
-        for name in ("participant", "round", "stage"):
-            column = np.full(int(num_samples), -1, dtype=np.int64)
+        for name in self.COLUMNS:
+            column = np.full(int(num_samples), 0 if name == "contributions" else -1, dtype=np.int64)
             column[:old] = getattr(self, name)
             setattr(self, name, column)
         self.num_samples = int(num_samples)
@@ -156,4 +177,123 @@ class MergedTargets:
             "participant": self.participant[ids],
             "round": self.round[ids],
             "stage": self.stage[ids],
+            "contributions": self.contributions[ids],
         }
+
+
+@dataclass
+class RoundContributions:
+    """One round's aligned targets with redundancy r: up to r rows per sample, kept apart.
+
+    The rows of a sample stay apart until the round ends, so a participant rejected after some
+    of its parts were merged is taken out exactly (its rows dropped, no one else's touched),
+    and the mean does not depend on the order replies arrived in: :meth:`merge_into` averages
+    each sample's rows in increasing partition order. Costs r times the merged targets'
+    memory, for the duration of the round's alignment phase.
+
+    Attributes
+    ----------
+    targets
+        float32 (r, N, n) the rows; a slot is empty where ``owner`` is -1.
+    owner
+        int64 (r, N) partition id of the participant that sent each slot, -1 if empty.
+    stage
+        int64 (r, N) evolution stage of that participant's prior.
+    weight
+        float64 (r, N) its weight in the sample's mean.
+    """
+
+    num_samples: int
+    target_dim: int
+    redundancy: int
+    targets: np.ndarray = field(init=False, repr=False)
+    owner: np.ndarray = field(init=False)
+    stage: np.ndarray = field(init=False)
+    weight: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.redundancy < 1:
+            raise ValueError(f"redundancy must be >= 1, got {self.redundancy}")
+        r, n = self.redundancy, self.num_samples
+        self.targets = np.zeros((r, n, self.target_dim), dtype=np.float32)
+        self.owner = np.full((r, n), -1, dtype=np.int64)
+        self.stage = np.zeros((r, n), dtype=np.int64)
+        self.weight = np.zeros((r, n), dtype=np.float64)
+
+    def add(
+        self, ids: np.ndarray, targets: np.ndarray, participant: int, stage: int = 0, weight: float = 1.0
+    ) -> None:
+        """Store one participant's validated rows in a free slot of each of its samples.
+
+        Raises
+        ------
+        ReplyError
+            Ids outside [0, N), a sample this participant already sent, or a sample whose r
+            slots are taken (the platform assigned it too often: a bug, never silently lost).
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.num_samples):
+            raise ReplyError(f"ids outside [0, {self.num_samples})")
+        if not weight > 0:
+            raise ValueError(f"a contribution's weight must be > 0, got {weight}")
+        owners = self.owner[:, ids]
+        if (owners == participant).any():
+            raise ReplyError(f"{int((owners == participant).any(axis=0).sum())} samples sent twice")
+        free = owners < 0
+        full = ~free.any(axis=0)
+        if full.any():
+            raise ReplyError(f"{int(full.sum())} samples already have {self.redundancy} contributions")
+        slot = free.argmax(axis=0)  # the first free slot of each sample
+        self.targets[slot, ids] = targets
+        self.owner[slot, ids] = participant
+        self.stage[slot, ids] = stage
+        self.weight[slot, ids] = weight
+
+    def remove(self, ids: np.ndarray, participant: int) -> None:
+        """Drop the rows ``participant`` sent for ``ids`` (it was rejected later in the round)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        slot, col = np.nonzero(self.owner[:, ids] == participant)
+        self.owner[slot, ids[col]] = -1
+        self.weight[slot, ids[col]] = 0.0
+
+    def counts(self) -> np.ndarray:
+        """int64 (N,) how many rows each sample holds."""
+        return np.count_nonzero(self.owner >= 0, axis=0).astype(np.int64)
+
+    def merge_into(self, merged: MergedTargets, round_: int, chunk: int = 65536) -> np.ndarray:
+        """Write every sample with at least one row into ``merged``: their weighted mean.
+
+        Samples without a row this round keep what ``merged`` holds. The mean is
+        :func:`coopt_flwr.protocol.ensemble.combine_targets` over the rows in increasing
+        partition order, in chunks of ``chunk`` samples (bounded temporary memory).
+
+        Returns
+        -------
+        np.ndarray
+            int64 (N,) the rows each sample had (its ``contributions``).
+        """
+        counts = self.counts()
+        for start in range(0, self.num_samples, chunk):
+            ids = np.arange(start, min(start + chunk, self.num_samples), dtype=np.int64)
+            ids = ids[counts[ids] > 0]
+            if len(ids):
+                self._merge_chunk(merged, ids, counts[ids], round_)
+        return counts
+
+    def _merge_chunk(self, merged: MergedTargets, ids: np.ndarray, counts: np.ndarray, round_: int) -> None:
+        owner = self.owner[:, ids]
+        # Empty slots sort last; each sample's k-th contribution is its k-th lowest partition.
+        order = np.argsort(np.where(owner < 0, np.iinfo(np.int64).max, owner), axis=0, kind="stable")
+        cols = np.arange(len(ids))
+        id_lists, rows, weights = [], [], []
+        for k in range(self.redundancy):
+            slot = order[k]
+            has = owner[slot, cols] >= 0
+            id_lists.append(ids[has])
+            rows.append(self.targets[slot[has], ids[has]])
+            weights.append(self.weight[slot[has], ids[has]])
+        out_ids, mean = combine_targets(id_lists, rows, weights)  # out_ids == ids (sorted)
+        first = order[0]
+        merged.add(
+            out_ids, mean, self.owner[first, ids], round_, stage=self.stage[first, ids], contributions=counts
+        )

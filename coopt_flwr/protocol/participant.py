@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from coopt_flwr.protocol.alignment import Alignment, fit_alignment
+from coopt_flwr.protocol.alignment import Alignment, Standardizer, fit_alignment
 from coopt_flwr.protocol.projection import project, projection_matrix
 from coopt_flwr.protocol.uniformity import uniformity
 from coopt_flwr.registry.datasets import ImageData
@@ -153,6 +153,35 @@ def embed_ids(
     return out, int(hit.sum())
 
 
+def prior_targets(
+    features: np.ndarray, shared_features: np.ndarray, w: np.ndarray, standardize: bool
+) -> np.ndarray:
+    """Targets W_k ψ_k(x) of ``features``, z-scored first with S's statistics if asked.
+
+    Parameters
+    ----------
+    features
+        (m, l_k) prior features to turn into targets.
+    shared_features
+        (|S|, l_k) the prior's features of the shared set: their per-dimension mean and
+        standard deviation standardize ``features`` (run-config ``standardize-targets``), so
+        the uniformity report, the alignment and the upload all see the same targets.
+    w
+        (l_k, n) the participant's projection W_k.
+    standardize
+        Z-score per feature dimension before projecting; ``False`` projects the raw features.
+
+    Returns
+    -------
+    np.ndarray
+        float32 (m, n).
+    """
+    if not standardize:
+        return project(features, w)
+    # Without it one feature of a large scale (a logit, a one-hot count) dominates W_k's mix.
+    return project(Standardizer.fit(shared_features).apply(features), w)
+
+
 @dataclass(frozen=True)
 class UniformityReport:
     """What a participant sends back for ``query.uniformity``."""
@@ -173,15 +202,18 @@ def uniformity_report(
     seed: int,
     cache: FeatureCache,
     progress: Progress | None = None,
+    standardize: bool = False,
 ) -> UniformityReport:
     """Embed the shared set and project it: S_Y^(k) = W_k ψ_k(S_X).
 
     ``data`` holds S (the platform's D, or in local data mode the S images the platform sent)
-    and ``shared_ids`` index it.
+    and ``shared_ids`` index it. ``standardize`` z-scores the features first
+    (:func:`prior_targets`); the reported ``uniformity`` is always of the raw features.
     """
     start = time.perf_counter()
     feats, cached = embed_ids(prior, data, shared_ids, cache, progress=progress)
-    targets = project(feats, projection_matrix(prior.feature_dim, target_dim, seed))
+    w = projection_matrix(prior.feature_dim, target_dim, seed)
+    targets = prior_targets(feats, feats, w, standardize)
     return UniformityReport(
         shared_targets=targets,
         uniformity=uniformity(feats),
@@ -218,12 +250,17 @@ def aligned_upload(
     progress: Progress | None = None,
     shared_data: ImageData | None = None,
     shared_cache: FeatureCache | None = None,
+    method: str = "ridge",
+    standardize: bool = False,
 ) -> AlignedUpload:
     """Fit T_k on the shared set and apply it to the shard (the anchor keeps T = I).
 
     ``shard_ids`` index ``data``; ``shared_ids`` index ``shared_data`` (default ``data``),
     whose features are cached in ``shared_cache`` (default ``cache``). In local data mode the
     shard is the node's own data and S the images the platform sent, two different sources.
+    ``method`` is the alignment (run-config ``alignment``: ``"ridge"`` or ``"procrustes"``),
+    ``standardize`` the run-config ``standardize-targets`` (:func:`prior_targets`); both must
+    be what the platform uses to check the upload.
     """
     start = time.perf_counter()
     if anchor_targets.shape != (len(shared_ids), target_dim):
@@ -240,14 +277,14 @@ def aligned_upload(
         progress=progress,
     )
     shard_feats, cached_d = embed_ids(prior, data, shard_ids, cache, progress=progress)
-    source = project(shared_feats, w)
+    source = prior_targets(shared_feats, shared_feats, w, standardize)
     if is_anchor:
         fit = Alignment.identity(target_dim)
     else:
-        fit = fit_alignment(source, anchor_targets, ridge=ridge)
+        fit = fit_alignment(source, anchor_targets, ridge=ridge, method=method)
     return AlignedUpload(
         ids=np.asarray(shard_ids, dtype=np.int64),
-        targets=fit.apply(project(shard_feats, w)),
+        targets=fit.apply(prior_targets(shard_feats, shared_feats, w, standardize)),
         shared_aligned=fit.apply(source),
         residual=fit.residual,
         cached=cached_s + cached_d,

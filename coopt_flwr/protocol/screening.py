@@ -158,6 +158,7 @@ def check_alignment(
     ridge: float,
     is_anchor: bool,
     tol: float = 1e-3,
+    method: str = "ridge",
 ) -> str | None:
     """Check 3: the upload's aligned shared targets are T_k S_k, with T_k the platform's own fit.
 
@@ -177,11 +178,13 @@ def check_alignment(
         The anchor keeps T = I.
     tol
         Relative tolerance (float32 transport and summation order).
+    method
+        The run's alignment method (run-config ``alignment``), as the participant used it.
     """
     if is_anchor:
         expected, residual = np.asarray(shared_targets, dtype=np.float64), 0.0
     else:
-        fit = fit_alignment(shared_targets, anchor_targets, ridge=ridge)
+        fit = fit_alignment(shared_targets, anchor_targets, ridge=ridge, method=method)
         expected, residual = fit.apply(shared_targets).astype(np.float64), fit.residual
     gap = relative_residual(shared_aligned, expected)
     if not gap <= tol:
@@ -192,7 +195,12 @@ def check_alignment(
 
 
 def cross_fitted_alignment(
-    source: np.ndarray, anchor: np.ndarray, ridge: float, folds: int = 5, seed: int = 0
+    source: np.ndarray,
+    anchor: np.ndarray,
+    ridge: float,
+    folds: int = 5,
+    seed: int = 0,
+    method: str = "ridge",
 ) -> np.ndarray:
     """Out-of-sample aligned shared targets: each fold aligned by a map fitted on the others.
 
@@ -211,6 +219,8 @@ def cross_fitted_alignment(
         Number of folds (at least 2, at most |S| / 2).
     seed
         Seed of the fold assignment.
+    method
+        The run's alignment method (:func:`coopt_flwr.protocol.alignment.fit_alignment`).
 
     Returns
     -------
@@ -223,7 +233,8 @@ def cross_fitted_alignment(
     out = np.empty((len(x), y.shape[1]), dtype=np.float32)
     for test_rows in np.array_split(order, folds):
         fit_rows = np.setdiff1d(order, test_rows)
-        out[test_rows] = fit_alignment(x[fit_rows], y[fit_rows], ridge=ridge).apply(x[test_rows])
+        fit = fit_alignment(x[fit_rows], y[fit_rows], ridge=ridge, method=method)
+        out[test_rows] = fit.apply(x[test_rows])
     return out
 
 
@@ -236,6 +247,7 @@ def check_shard_distribution(
     max_tv: float,
     max_samples: int,
     seed: int = 0,
+    method: str = "ridge",
 ) -> str | None:
     """Check 4: aligned shard targets (m, n) distributed like honest out-of-sample ones.
 
@@ -243,14 +255,14 @@ def check_shard_distribution(
     unseen (:func:`cross_fitted_alignment`), or unchanged for the anchor. Skipped (passes)
     when either side has fewer than 20 rows: too few for the estimate. ``max_tv`` is the
     run-config's ``screen-max-tv``, ``max_samples`` its ``g-max-samples`` (points per side of
-    the TV estimate).
+    the TV estimate), ``method`` its ``alignment``.
     """
     if len(shared_targets) < 20 or len(shard_targets) < 20:
         return None
     if is_anchor:
         reference = np.asarray(shared_targets, dtype=np.float32)
     else:
-        reference = cross_fitted_alignment(shared_targets, anchor_targets, ridge, seed=seed)
+        reference = cross_fitted_alignment(shared_targets, anchor_targets, ridge, seed=seed, method=method)
     tv = tv_distance(reference, shard_targets, max_samples=max_samples, seed=seed)
     if tv > max_tv:
         return (

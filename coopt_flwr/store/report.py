@@ -28,6 +28,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     anchor = last["anchor-partition"]
     # Runs with evolution paths show each participant's stage (0-based) and the upgrades.
     evolving = any(p.get("num-stages", 1) > 1 for p in last["participants"])
+    # anchor-rule "consensus" scores every participant; the column is shown only then.
+    consensus = any(p.get("consensus") is not None for p in last["participants"])
     rows = []
     for p in last["participants"]:
         stage = [f"{p['stage']}/{p['num-stages'] - 1}"] if evolving else []
@@ -39,8 +41,10 @@ def format_summary(summary: dict[str, Any]) -> str:
                 *stage,
                 _fmt(p["feature-dim"]),
                 _fmt(p["uniformity"]),
+                *([_fmt(p.get("consensus"), ".3f")] if consensus else []),
                 "*" if p["partition-id"] == anchor and p["status"] == "ok" else "",
                 _fmt(p["residual"], ".3f"),
+                _fmt(p.get("residual-oos"), ".3f"),
                 _fmt(p["samples"]),
                 _fmt(p["embed-seconds"] + p["align-seconds"], ".1f"),
                 p["status"] + (f" ({p['reason']})" if p["reason"] else ""),
@@ -53,8 +57,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         *(["stage"] if evolving else []),
         "dim",
         "uniformity",
+        *(["consensus"] if consensus else []),
         "anchor",
         "residual",
+        "res oos",
         "samples",
         "embed s",
         "status",
@@ -72,6 +78,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"   reassigned {last['reassigned']}",
         f"time per phase: {phases}",
     ]
+    redundancy = last.get("redundancy", 1)
+    if redundancy > 1:
+        lines.append(
+            f"redundancy {redundancy}: every sample the mean of {redundancy} participants' targets, "
+            f"{last.get('fewer-contributions', 0)} from fewer"
+        )
     if evolving:
         lines.append(f"upgraded at the start of this round: partitions {last.get('upgraded', [])}")
     return "\n".join(lines)

@@ -102,7 +102,9 @@ def load_optimized(path: str | Path) -> dict[str, np.ndarray]:
     Returns
     -------
     dict
-        ``ids`` int64 (N,), ``targets`` float32 (N, n), ``participant`` and ``round`` int64 (N,).
+        ``ids`` int64 (N,), ``targets`` float32 (N, n), ``participant``, ``round``, ``stage``
+        and ``contributions`` int64 (N,) (files written before ``contributions`` existed lack
+        it), and ``local-index`` int64 (N,) in local data mode.
     """
     p = Path(path)
     if p.is_dir():

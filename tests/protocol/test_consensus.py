@@ -3,7 +3,12 @@ import pytest
 
 from coopt_flwr.protocol.alignment import cross_fitted_residual
 from coopt_flwr.protocol.anchor import choose_anchor
-from coopt_flwr.protocol.consensus import consensus_scores, effective_rank, pairwise_residuals
+from coopt_flwr.protocol.consensus import (
+    consensus_scores,
+    effective_rank,
+    pairwise_residuals,
+    partner_sets,
+)
 
 
 def _pool(seed: int = 0, rows: int = 120) -> dict[int, np.ndarray]:
@@ -79,3 +84,33 @@ def test_effective_rank():
     assert effective_rank(x) == pytest.approx(np.exp(-np.sum(p * np.log(p))))
     with pytest.raises(ValueError):
         effective_rank(np.ones((1, 3)))
+
+
+def test_partner_sets_are_all_others_or_a_seeded_few():
+    ids = [4, 0, 9, 2, 7]
+    full = partner_sets(ids)
+    assert full == {p: [q for q in ids if q != p] for p in ids}
+    assert partner_sets(ids, partners=4) == full == partner_sets(ids, partners=10)
+    few = partner_sets(ids, partners=2, seed=3)
+    assert all(len(v) == 2 and p not in v and set(v) <= set(ids) for p, v in few.items())
+    assert few == partner_sets(ids, partners=2, seed=3)
+    # a participant's partners depend on the seed, not on the order the ids come in
+    again = partner_sets(list(reversed(ids)), partners=2, seed=3)
+    assert {p: set(v) for p, v in again.items()} == {p: set(v) for p, v in few.items()}
+    assert any(set(partner_sets(ids, 2, seed=s)[0]) != set(few[0]) for s in range(4, 12))
+    with pytest.raises(ValueError, match="partners"):
+        partner_sets(ids, partners=0)
+
+
+def test_consensus_with_partners_scores_against_the_chosen_few():
+    pool = _pool(5, rows=60)
+    assert consensus_scores(pool, folds=3, partners=4) == consensus_scores(pool, folds=3)
+    pairs = pairwise_residuals(pool, folds=3, seed=1)  # the seed also splits the folds
+    chosen = partner_sets(list(pool), partners=2, seed=1)
+    scores = consensus_scores(pool, folds=3, seed=1, partners=2)
+    for p, partners in chosen.items():
+        want = np.mean([0.5 * (pairs[p, q] + pairs[q, p]) for q in partners])
+        assert scores[p] == pytest.approx(want)
+    # with 3 of 4 partners the generating prior still wins and noise still ranks last
+    scores = consensus_scores(_pool(), partners=3)
+    assert choose_anchor(scores) == 0 and max(scores, key=scores.get) == 4

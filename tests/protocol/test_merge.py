@@ -4,7 +4,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from coopt_flwr.protocol.merge import MergedTargets, ReplyError, check_ids, check_targets
+from coopt_flwr.protocol.merge import (
+    MergedTargets,
+    ReplyError,
+    RoundContributions,
+    check_ids,
+    check_targets,
+)
 
 
 def test_check_targets_accepts_floats_and_casts():
@@ -90,3 +96,82 @@ def test_grow_keeps_rows_and_adds_empty_ones_and_clear_empties_again():
     np.testing.assert_array_equal(m.missing_ids(), [0, 1, 3, 4])
     with pytest.raises(ValueError, match="shrink"):
         m.grow(2)
+
+
+def test_merged_targets_count_contributions():
+    m = MergedTargets(4, 2)
+    m.add(np.array([0, 1]), np.ones((2, 2), np.float32), participant=2, round_=1)
+    m.add(np.array([3]), np.ones((1, 2), np.float32), np.array([5]), 1, stage=np.array([1]), contributions=3)
+    np.testing.assert_array_equal(m.contributions, [1, 1, 0, 3])
+    assert m.tensors()["contributions"].tolist() == [1, 1, 3]
+    m.clear(np.array([1]))
+    m.grow(5)
+    np.testing.assert_array_equal(m.contributions, [1, 0, 0, 3, 0])
+    assert m.contributions.dtype == np.int64
+
+
+def _rows(value: float, k: int = 2) -> np.ndarray:
+    return np.full((k, 2), value, np.float32)
+
+
+def test_round_contributions_merge_the_weighted_mean_by_partition():
+    c = RoundContributions(5, 2, redundancy=3)
+    c.add(np.array([0, 1]), _rows(1.0), participant=7, stage=2, weight=1.0)
+    c.add(np.array([1, 0]), np.array([[3.0, 3.0], [5.0, 5.0]], np.float32), participant=4, weight=3.0)
+    c.add(np.array([1, 3]), _rows(9.0), participant=9)
+    np.testing.assert_array_equal(c.counts(), [2, 3, 0, 1, 0])
+    merged = MergedTargets(5, 2)
+    merged.add(np.array([2]), _rows(-1.0, 1), participant=0, round_=1)  # an earlier round's row
+    counts = c.merge_into(merged, round_=2, chunk=2)
+    np.testing.assert_array_equal(counts, [2, 3, 0, 1, 0])
+    np.testing.assert_allclose(merged.targets[0], (1 * 1.0 + 3 * 5.0) / 4)
+    np.testing.assert_allclose(merged.targets[1], (1 * 1.0 + 3 * 3.0 + 9.0) / 5)
+    np.testing.assert_allclose(merged.targets[3], 9.0)
+    # the primary contributor is the lowest partition; samples without a row keep theirs
+    assert merged.participant.tolist() == [4, 4, 0, 9, -1]
+    assert merged.stage.tolist() == [0, 0, 0, 0, -1] and merged.round.tolist() == [2, 2, 1, 2, -1]
+    assert merged.contributions.tolist() == [2, 3, 1, 1, 0]
+
+
+def test_round_contributions_do_not_depend_on_arrival_order():
+    rng = np.random.default_rng(0)
+    ids = np.arange(50)
+    parts = {p: rng.standard_normal((50, 3)).astype(np.float32) for p in (3, 1, 8)}
+    outs = []
+    for order in ((3, 1, 8), (8, 3, 1)):
+        c, m = RoundContributions(50, 3, 3), MergedTargets(50, 3)
+        for p in order:
+            c.add(ids, parts[p], p, weight=0.1 + p)
+        c.merge_into(m, 1)
+        outs.append(m.targets.copy())
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_a_removed_participant_leaves_the_others_rows_exactly():
+    c = RoundContributions(3, 2, redundancy=2)
+    c.add(np.array([0, 1, 2]), np.arange(6, dtype=np.float32).reshape(3, 2), participant=1)
+    c.add(np.array([0, 2]), _rows(100.0), participant=0)
+    c.remove(np.array([0, 2]), participant=0)
+    c.remove(np.array([1]), participant=5)  # not a contributor: nothing happens
+    c.add(np.array([2]), _rows(10.0, 1), participant=3)  # a reassigned contribution
+    m = MergedTargets(3, 2)
+    c.merge_into(m, 1)
+    np.testing.assert_array_equal(m.targets[:2], [[0, 1], [2, 3]])
+    np.testing.assert_allclose(m.targets[2], [7.0, 7.5])
+    assert m.participant.tolist() == [1, 1, 1] and m.contributions.tolist() == [1, 1, 2]
+
+
+def test_round_contributions_refuse_what_the_assignment_forbids():
+    c = RoundContributions(3, 2, redundancy=2)
+    c.add(np.array([0]), _rows(1.0, 1), participant=0)
+    with pytest.raises(ReplyError, match="sent twice"):
+        c.add(np.array([0]), _rows(1.0, 1), participant=0)
+    c.add(np.array([0]), _rows(1.0, 1), participant=1)
+    with pytest.raises(ReplyError, match="already have 2 contributions"):
+        c.add(np.array([0, 1]), _rows(1.0), participant=2)
+    with pytest.raises(ReplyError, match="outside"):
+        c.add(np.array([3]), _rows(1.0, 1), participant=2)
+    with pytest.raises(ValueError, match="weight"):
+        c.add(np.array([1]), _rows(1.0, 1), participant=2, weight=0.0)
+    with pytest.raises(ValueError, match="redundancy"):
+        RoundContributions(3, 2, redundancy=0)

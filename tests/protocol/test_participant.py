@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from coopt_flwr.protocol.alignment import Standardizer, fit_alignment
 from coopt_flwr.protocol.participant import (
     FeatureCache,
     aligned_upload,
     check_shard_ids,
     embed_ids,
+    prior_targets,
     shared_set,
     uniformity_report,
 )
@@ -34,8 +36,8 @@ class LinearPrior:
         return images.reshape(len(images), -1).astype(np.float32) @ self.m
 
 
-def _upload(prior, data, shard, shared, anchor, *, is_anchor=False, target_dim=16, seed=0, ridge=1e-3):
-    """``aligned_upload`` of ``prior`` with an empty feature cache."""
+def _upload(prior, data, shard, shared, anchor, *, is_anchor=False, target_dim=16, seed=0, ridge=1e-3, **kw):
+    """``aligned_upload`` of ``prior`` with an empty feature cache (``kw``: method, standardize)."""
     return aligned_upload(
         prior,
         data,
@@ -47,6 +49,7 @@ def _upload(prior, data, shard, shared, anchor, *, is_anchor=False, target_dim=1
         seed=seed,
         ridge=ridge,
         cache=FeatureCache(prior.spec),
+        **kw,
     )
 
 
@@ -122,3 +125,34 @@ def test_shared_set_counts_classes_only_with_labels():
     images = np.zeros((3, 2, 2, 3), dtype=np.uint8)
     assert shared_set(images, np.array([0, 4, 1])).num_classes == 5
     assert shared_set(images, None).num_classes is None
+
+
+def test_standardized_targets_zscore_the_features_with_the_shared_sets_statistics(data):
+    prior, shared, shard = LinearPrior(48, 8, 6), np.arange(0, 60, 3), np.arange(1, 60, 3)
+    rep = uniformity_report(prior, data, shared, 16, 2, FeatureCache("s"), standardize=True)
+    feats, w = prior.embed(data.batch(shared)), projection_matrix(8, 16, 2)
+    z = Standardizer.fit(feats).apply(feats)
+    np.testing.assert_allclose(rep.shared_targets, project(z, w), rtol=1e-4, atol=1e-5)
+    assert rep.uniformity == pytest.approx(uniformity(feats))  # V of the raw features, as before
+    # the anchor's upload is its standardized targets; the shard uses S's statistics too
+    up = _upload(prior, data, shard, shared, rep.shared_targets, is_anchor=True, seed=2, standardize=True)
+    np.testing.assert_array_equal(up.shared_aligned, rep.shared_targets)
+    shard_feats = prior.embed(data.batch(shard))
+    np.testing.assert_allclose(up.targets, prior_targets(shard_feats, feats, w, True), rtol=1e-5)
+    plain = uniformity_report(prior, data, shared, 16, 2, FeatureCache("s"))
+    assert not np.allclose(plain.shared_targets, rep.shared_targets)
+
+
+def test_procrustes_alignment_is_a_scaled_rotation_fitted_on_s(data):
+    anchor_prior, other = LinearPrior(48, 8, 7), LinearPrior(48, 8, 8)
+    shared, shard = np.arange(0, 60, 2), np.arange(1, 60, 2)
+    anchor = uniformity_report(anchor_prior, data, shared, 16, 3, FeatureCache("a")).shared_targets
+    mine = uniformity_report(other, data, shared, 16, 3, FeatureCache("b")).shared_targets
+    up = _upload(other, data, shard, shared, anchor, seed=3, method="procrustes")
+    fit = fit_alignment(mine, anchor, method="procrustes")
+    np.testing.assert_allclose(up.shared_aligned, fit.apply(mine), rtol=1e-4, atol=1e-4)
+    assert up.residual == pytest.approx(fit.residual)
+    gram = fit.matrix.T @ fit.matrix  # s² I
+    np.testing.assert_allclose(gram, gram[0, 0] * np.eye(16), atol=1e-8 * gram[0, 0] + 1e-12)
+    ridge = _upload(other, data, shard, shared, anchor, seed=3)
+    assert up.residual > ridge.residual  # the rotation cannot fit S as closely as the free map

@@ -24,6 +24,8 @@ from harness import InProcessGrid, register_counting_prior
 from coopt_flwr.client_app import make_client_app
 from coopt_flwr.config import DEFAULTS, Settings
 from coopt_flwr.protocol import messages as P
+from coopt_flwr.protocol.alignment import cross_fitted_residual, fit_alignment
+from coopt_flwr.protocol.consensus import consensus_scores
 from coopt_flwr.protocol.uniformity import uniformity
 from coopt_flwr.registry.datasets import create_dataset
 from coopt_flwr.store.storage import load_optimized
@@ -576,3 +578,283 @@ def test_a_poisoned_later_part_clears_the_earlier_parts_of_that_node(tmp_path):
     out = load_optimized(settings.output_dir)
     np.testing.assert_array_equal(out["ids"], np.arange(N_DIGITS))
     assert 1 not in set(out["participant"].tolist())  # its first part was cleared and redone
+
+
+# ------------------------------------------------------------------ redundancy, anchor rule, alignment
+NEW_KEYS = {
+    "redundancy": 1,
+    "ensemble-weighting": "mean",
+    "anchor-rule": "uniformity",
+    "alignment": "ridge",
+    "standardize-targets": False,
+}
+
+
+def _run_keys(tmp_path, num_nodes=4, fault=None, node_keys=None, log=lambda s: None, **kw):
+    """``_run`` with the run-config ``kw`` on both sides: the nodes read ``alignment`` and
+    ``standardize-targets`` from it (``node_keys`` replaces what the nodes get)."""
+    settings = _settings(tmp_path, **kw)
+    nodes = {"priors": ",".join(settings.priors), **(kw if node_keys is None else node_keys)}
+    nodes = {k: v for k, v in nodes.items() if k in NEW_KEYS or k == "priors"}
+    grid = InProcessGrid(make_client_app(nodes), num_nodes, fault=fault)
+    return _strategy(settings, log=log).run(grid), grid, settings
+
+
+def _recorder(uploads: list):
+    """A fault that changes nothing and keeps every align reply: (partition, ids, targets)."""
+
+    def fault(p, kind, request, reply):
+        if kind == P.MSG_ALIGN and not reply.has_error():
+            arrays = reply.content[P.ARRAYS]
+            uploads.append((p, arrays[P.IDS].numpy(), arrays[P.TARGETS].numpy()))
+        return reply
+
+    return fault
+
+
+@dataclass
+class RedundantRun:
+    result: RunResult
+    settings: Settings
+    uploads: list  # every align reply (partition, ids, targets)
+
+
+@pytest.fixture(scope="module")
+def redundant(tmp_path_factory) -> RedundantRun:
+    """The standard round with redundancy 2 (read only)."""
+    uploads: list = []
+    result, _, settings = _run_keys(tmp_path_factory.mktemp("r2"), fault=_recorder(uploads), redundancy=2)
+    return RedundantRun(result, settings, uploads)
+
+
+def _contributors(uploads, accepted) -> dict[int, list[tuple[int, np.ndarray]]]:
+    """Sample id → the (partition, target) pairs uploaded for it by ``accepted`` partitions."""
+    by_id: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for p, ids, targets in uploads:
+        if p in accepted:
+            for i, t in zip(ids.tolist(), targets, strict=True):
+                by_id.setdefault(i, []).append((p, t))
+    return by_id
+
+
+def test_redundancy_2_merges_every_id_once_as_the_mean_of_two_priors(redundant):
+    summary, settings = redundant.result.summary, redundant.settings
+    out = load_optimized(settings.output_dir)
+    np.testing.assert_array_equal(out["ids"], np.arange(N_DIGITS))
+    assert summary["complete"] and np.all(out["contributions"] == 2)
+    assert sum(p["samples"] for p in summary["participants"]) == 2 * N_DIGITS
+    assert summary["rounds"][0]["redundancy"] == 2 and summary["rounds"][0]["fewer-contributions"] == 0
+    by_id = _contributors(redundant.uploads, {0, 1, 2, 3})
+    assert sorted(by_id) == list(range(N_DIGITS))
+    for i, pairs in by_id.items():
+        parts = [p for p, _ in pairs]
+        assert len(parts) == 2 and len({settings.prior_for(p) for p in parts}) == 2
+        assert out["participant"][i] == min(parts)  # the primary contributor
+    want = np.stack([np.mean([t.astype(np.float64) for _, t in by_id[i]], axis=0) for i in range(N_DIGITS)])
+    np.testing.assert_allclose(out["targets"], want, rtol=1e-6, atol=1e-6)
+
+
+def test_redundant_copies_go_to_different_priors_where_the_mix_has_them(tmp_path):
+    for priors, k, r in (("counting:a?dim=48,human", 4, 2), ("counting:a,counting:b,human", 6, 3)):
+        s = CoOptStrategy(_settings(tmp_path, priors=priors), 600, log=lambda _: None)
+        shards = s.assign_redundant_shards(list(range(k)), r)
+        owners: dict[int, list[int]] = {}
+        for p, ids in shards.items():
+            for i in ids.tolist():
+                owners.setdefault(i, []).append(p)
+        assert sorted(owners) == list(range(600))
+        assert all(len({p % len(s.settings.paths) for p in ps}) == r for ps in owners.values())
+        loads = [len(v) for v in shards.values()]
+        assert max(loads) - min(loads) <= 1
+        again = s.assign_redundant_shards(list(reversed(range(k))), r)  # stable: caches stay valid
+        assert all(np.array_equal(shards[p], again[p]) for p in shards)
+
+
+def _nan_part(partition: int, which: int):
+    """A fault: ``partition``'s ``which``-th align reply (1-based) carries a NaN target."""
+    calls = {"n": 0}
+
+    def fault(p, kind, request, reply):
+        if p == partition and kind == P.MSG_ALIGN and not reply.has_error():
+            calls["n"] += 1
+            if calls["n"] == which:
+                return _replace_reply(p, kind, lambda node, a: a[P.TARGETS].__setitem__((0, 0), np.nan))(
+                    p, kind, request, reply
+                )
+        return reply
+
+    return fault
+
+
+def test_redundancy_reassigns_a_rejected_participants_contributions(tmp_path):
+    uploads: list = []
+    recorder, poison = _recorder(uploads), _nan_part(1, 2)  # parts merged before it are taken out
+
+    def fault(p, kind, request, reply):
+        return recorder(p, kind, request, poison(p, kind, request, reply))
+
+    result, _, settings = _run_keys(tmp_path, fault=fault, redundancy=2, **{"upload-max-samples": 300})
+    summary = result.summary
+    bad = next(p for p in summary["participants"] if p["partition-id"] == 1)
+    assert bad["status"] == "rejected" and bad["samples"] == 0
+    assert summary["complete"] and summary["rounds"][0]["reassigned"] > 0
+    out = load_optimized(settings.output_dir)
+    assert np.all(out["contributions"] == 2) and summary["rounds"][0]["fewer-contributions"] == 0
+    by_id = _contributors(uploads, {0, 2, 3})
+    assert all(len({p for p, _ in pairs}) == 2 for pairs in by_id.values())
+    want = np.stack([np.mean([t.astype(np.float64) for _, t in by_id[i]], axis=0) for i in range(N_DIGITS)])
+    np.testing.assert_allclose(out["targets"], want, rtol=1e-6, atol=1e-6)
+
+
+def test_redundancy_is_clipped_to_the_participants_and_fewer_contributions_reported(tmp_path):
+    logs: list[str] = []
+    result, _, settings = _run_keys(
+        tmp_path, num_nodes=2, fault=_nan_part(1, 1), log=logs.append, redundancy=3
+    )
+    first = result.summary["rounds"][0]
+    assert first["redundancy"] == 2 and any("redundancy 3 clipped to 2" in line for line in logs)
+    # the other participant already holds every sample: nobody is left to take its copies
+    assert first["fewer-contributions"] == N_DIGITS and result.summary["complete"]
+    out = load_optimized(settings.output_dir)
+    assert np.all(out["contributions"] == 1) and np.all(out["participant"] == 0)
+
+
+def test_resume_after_a_kill_mid_round_with_redundancy_2_gives_the_same_merged_set(tmp_path, redundant):
+    ref = load_optimized(redundant.settings.output_dir)
+    parts = {"count": 0}
+
+    def killed_during_align(p, kind, request, reply):
+        if kind == P.MSG_ALIGN:
+            parts["count"] += 1
+            if parts["count"] == 6:  # in the second exchange: the first four parts are merged
+                raise _Killed
+        return reply
+
+    with pytest.raises(_Killed):
+        _run_keys(tmp_path, fault=killed_during_align, redundancy=2, **{"upload-max-samples": 300})
+    ck = json.loads((tmp_path / "out" / "checkpoint.json").read_text())
+    assert ck["phase"] == "uniformity" and parts["count"] == 6
+    # the redone phase asks for whole shards again (the part size is not part of the fingerprint)
+    result, grid, settings = _run_keys(tmp_path, redundancy=2)
+    assert [t for _, t in grid.sent] == [P.MSG_ALIGN] * 4
+    assert result.summary["resumes"] == [{"round": 1, "after-phase": "uniformity"}]
+    out = load_optimized(settings.output_dir)
+    assert set(out) == set(ref)
+    for key in out:
+        assert out[key].tobytes() == ref[key].tobytes(), key
+
+
+def test_default_run_config_gives_the_same_merged_set_as_before(tmp_path, clean):
+    """The new keys at their defaults change nothing: r = 1, argmin V, ridge, raw features."""
+    _, _, settings = _run_keys(tmp_path, **NEW_KEYS)
+    ref, out = load_optimized(clean.settings.output_dir), load_optimized(settings.output_dir)
+    assert set(out) == set(ref) == {"ids", "targets", "participant", "round", "stage", "contributions"}
+    for key in out:
+        assert out[key].tobytes() == ref[key].tobytes(), key
+    assert np.all(out["contributions"] == 1)
+
+
+def test_a_checkpoint_of_another_redundancy_is_refused_and_old_fingerprints_read(tmp_path, clean):
+    clean.copy_to(tmp_path)
+    with pytest.raises(ValueError, match="redundancy"):
+        _strategy(_settings(tmp_path, redundancy=2)).run(InProcessGrid(make_client_app({}), 4))
+    # a checkpoint written before the keys existed ran with their defaults
+    path = tmp_path / "out" / "checkpoint.json"
+    ck = json.loads(path.read_text())
+    ck["fingerprint"] = {k: v for k, v in ck["fingerprint"].items() if k.replace("_", "-") not in NEW_KEYS}
+    path.write_text(json.dumps(ck))
+    grid = InProcessGrid(make_client_app({}), 4)
+    assert _strategy(_settings(tmp_path)).run(grid).rounds == [] and grid.sent == []
+
+
+def test_residual_oos_is_the_cross_fitted_residual_to_the_anchor(clean):
+    nodes = clean.result.rounds[0].nodes
+    anchor = next(n for n in nodes if n.partition_id == clean.result.rounds[0].anchor_partition)
+    for n in nodes:
+        want = (
+            0.0
+            if n is anchor
+            else cross_fitted_residual(
+                n.shared_targets, anchor.shared_targets, seed=clean.settings.seed, ridge=clean.settings.ridge
+            )
+        )
+        assert n.residual_oos == want
+        assert n.consensus is None  # scored only under anchor-rule "consensus"
+    summary = json.loads((clean.settings.output_dir / "summary.json").read_text())
+    assert all(p["residual-oos"] > p["residual"] for p in summary["participants"] if p["residual"])
+
+
+def test_consensus_anchor_rule_picks_the_prior_that_explains_the_others(tmp_path):
+    # A 96-wide linear map of the pixels (n = 64) holds what the 6- and 16-wide ones hold;
+    # the one-hot human prior is the most uniform, so argmin V would pick it instead.
+    priors = "counting:low?dim=6,human,counting:full?dim=96,counting:mid?dim=16"
+    result, _, settings = _run_keys(tmp_path, priors=priors, **{"anchor-rule": "consensus", "target-dim": 64})
+    summary = result.summary
+    assert summary["anchor"] == {"partition": 2, "prior": "counting:full?dim=96", "rule": "consensus"}
+    parts = summary["participants"]
+    assert min(parts, key=lambda p: p["uniformity"])["partition-id"] == 1
+    nodes = result.rounds[0].nodes
+    want = consensus_scores(
+        {n.partition_id: n.shared_targets for n in nodes},
+        ridge=settings.ridge,
+        seed=settings.seed,
+        partners=8,
+    )
+    assert {p["partition-id"]: p["consensus"] for p in parts} == want
+    assert summary["complete"] and all(p["status"] == "ok" for p in parts)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {"alignment": "procrustes"},
+        {"standardize-targets": True},
+        {"alignment": "procrustes", "redundancy": 2},
+    ],
+)
+def test_procrustes_and_standardized_targets_run_end_to_end(tmp_path, clean, keys):
+    result, _, settings = _run_keys(tmp_path, **keys)
+    summary = result.summary
+    assert summary["complete"] and all(p["status"] == "ok" for p in summary["participants"])
+    out = load_optimized(settings.output_dir)
+    np.testing.assert_array_equal(out["ids"], np.arange(N_DIGITS))
+    assert np.all(np.isfinite(out["targets"]))
+    nodes, ref = result.rounds[0].nodes, clean.result.rounds[0].nodes
+    anchor = next(n for n in nodes if n.partition_id == result.rounds[0].anchor_partition)
+    for n, r in zip(nodes, ref, strict=True):
+        standardized = keys.get("standardize-targets", False)
+        assert np.array_equal(n.shared_targets, r.shared_targets) != standardized
+        if n is not anchor:
+            fit = fit_alignment(n.shared_targets, anchor.shared_targets, method=settings.alignment)
+            assert n.residual == pytest.approx(fit.residual, rel=1e-3)
+
+
+def test_nodes_aligning_otherwise_than_the_platform_checks_are_rejected(tmp_path):
+    result, _, _ = _run_keys(tmp_path, node_keys={"alignment": "ridge"}, alignment="procrustes")
+    anchor = result.summary["anchor"]["partition"]
+    others = [p for p in result.summary["participants"] if p["partition-id"] != anchor]
+    assert all(p["status"] == "rejected" and "not the alignment" in p["reason"] for p in others)
+
+
+def test_local_data_mode_refuses_redundancy(tmp_path):
+    with pytest.raises(ValueError, match="redundancy 2 needs data-mode 'platform'"):
+        _settings(tmp_path, **{"data-mode": "local", "redundancy": 2})
+
+
+def test_residual_weighting_weighs_each_contribution_by_its_out_of_sample_fit(tmp_path):
+    uploads: list = []
+    result, _, settings = _run_keys(
+        tmp_path, fault=_recorder(uploads), redundancy=2, **{"ensemble-weighting": "residual"}
+    )
+    oos = {p["partition-id"]: p["residual-oos"] for p in result.summary["participants"]}
+    weight = {p: max(1.0 - r**2, 1e-3) for p, r in oos.items()}
+    assert weight[result.summary["anchor"]["partition"]] == 1.0
+    by_id = _contributors(uploads, set(oos))
+    want = np.stack(
+        [
+            sum(weight[p] * t.astype(np.float64) for p, t in by_id[i]) / sum(weight[p] for p, _ in by_id[i])
+            for i in range(N_DIGITS)
+        ]
+    )
+    out = load_optimized(settings.output_dir)
+    np.testing.assert_allclose(out["targets"], want, rtol=1e-6, atol=1e-6)
