@@ -5,6 +5,7 @@
     python -m simulations.analyze shared-size output-dir=DIR
     python -m simulations.analyze tsne        output-dir=DIR
     python -m simulations.analyze mixes       output-dir=DIR
+    python -m simulations.analyze collaboration output-dir=DIR [collaboration.student.train.time_budget_s=S]
 
 ``uniformity``
     For a pool of priors of varied quality (random init, weak, ImageNet-pretrained, and with
@@ -25,6 +26,16 @@
     weak only): anchor, G before and after alignment (analysis 5), the target probe and, with
     ``mixes.student=true``, the student's linear-probe accuracy at the benchmark's budget.
 
+``collaboration``
+    Does a federation of different priors make better data than its best member alone? On
+    labeled training images: D and a disjoint, class-balanced validation split (every probe
+    fits on labeled D and scores on validation; the test set is never loaded). Rows: each
+    prior alone (its own linear-probe ceiling, and a student on its raw features of all of D)
+    and each configured federation (priors, redundancy r, anchor rule, alignment, standardize):
+    target probe and student, with the data work (embedding seconds) and training seconds.
+    Writes ``results.json``, ``table.md``, ``collaboration.csv`` and ``collaboration.png``;
+    features are cached under ``output-dir/features`` and reused by a re-run there.
+
 Every analysis embeds D once per prior and replays the protocol's steps in process with the
 protocol's own functions (:mod:`coopt_flwr.protocol.replay`, checked against the Flower strategy in
 the tests); participant k's prior is built with seed ``seed + k`` as the ClientApp does.
@@ -32,10 +43,13 @@ the tests); participant k's prior is built with seed ``seed + k`` as the ClientA
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +60,10 @@ from omegaconf import DictConfig, OmegaConf
 from coopt_flwr.config import CONF_DIR
 from coopt_flwr.store.storage import write_json
 from simulations.common import (
+    balanced_splits,
+    dataset_spec,
+    make_probe,
+    markdown_table,
     output_folder,
     probe_sets,
     pyplot,
@@ -56,7 +74,9 @@ from simulations.common import (
 )
 
 CONF_PATH = str(CONF_DIR / "analyze")
-ANALYSES = ("uniformity", "alignment", "shared-size", "tsne", "mixes")
+ANALYSES = ("uniformity", "alignment", "shared-size", "tsne", "mixes", "collaboration")
+#: The result JSON of an analysis, ``<name>.json`` unless named here.
+RESULT_FILES = {"collaboration": "results.json"}
 PAPER_SPEARMAN = -0.97
 
 # Record keys shared by the analyses' JSON and CSV files.
@@ -643,6 +663,506 @@ def _plot_mixes(path: Path, rows: list[dict[str, Any]], data: str) -> None:
     save_figure(fig, path)
 
 
+# --------------------------------------------------------------------------- collaboration
+FEDERATION_DEFAULTS: dict[str, Any] = {
+    "redundancy": 1,
+    "anchor-rule": "uniformity",
+    "alignment": "ridge",
+    "standardize": False,
+}
+"""A federation entry's keys besides ``priors``, spelled and defaulted as the protocol's run-config."""
+
+FEATURES_VERSION = 1  # bump when the cached feature files change meaning
+
+
+@dataclass(frozen=True)
+class Federation:
+    """One federation of the collaboration analysis: participant k holds prior ``priors[k]``."""
+
+    priors: tuple[str, ...]
+    redundancy: int = 1
+    anchor_rule: str = "uniformity"
+    alignment: str = "ridge"
+    standardize: bool = False
+
+    @classmethod
+    def from_config(cls, entry: Any) -> Federation:
+        """From a config entry ``{priors: [names], redundancy, anchor-rule, alignment, standardize}``;
+        a name is a key of ``collaboration.priors`` or else a prior spec itself."""
+        e = OmegaConf.to_container(entry, resolve=True) if OmegaConf.is_config(entry) else dict(entry)
+        assert isinstance(e, dict)
+        unknown = set(e) - {"priors", *FEDERATION_DEFAULTS}
+        if unknown or not e.get("priors"):
+            raise ValueError(
+                f"federation {e}: needs 'priors' and takes only {sorted(FEDERATION_DEFAULTS)} besides"
+            )
+        o = {**FEDERATION_DEFAULTS, **e}
+        fed = cls(
+            priors=tuple(str(p) for p in e["priors"]),
+            redundancy=int(o["redundancy"]),
+            anchor_rule=str(o["anchor-rule"]),
+            alignment=str(o["alignment"]),
+            standardize=bool(o["standardize"]),
+        )
+        fed.check()
+        return fed
+
+    def check(self) -> None:
+        """Fail before any embedding on an option the replay would reject."""
+        from coopt_flwr.protocol.alignment import METHODS
+        from coopt_flwr.protocol.replay import ANCHOR_RULES
+
+        if self.anchor_rule not in ANCHOR_RULES or self.alignment not in METHODS:
+            raise ValueError(
+                f"federation {self.label}: anchor-rule must be one of {ANCHOR_RULES}, "
+                f"alignment one of {METHODS}"
+            )
+        if not 1 <= self.redundancy <= len(self.priors):
+            raise ValueError(f"federation {self.label}: redundancy must lie in [1, {len(self.priors)}]")
+
+    @property
+    def label(self) -> str:
+        """E.g. ``lite0+lite1+lite2+resnet18 r=2 consensus procrustes std``."""
+        tail = f" r={self.redundancy} {self.anchor_rule} {self.alignment}"
+        return "+".join(self.priors) + tail + (" std" if self.standardize else "")
+
+
+class _SkippingProbe:
+    """A student probe that can skip its next call (the t=0 evaluation of an untrained student,
+    the same for every student of one seed: measured once, then skipped)."""
+
+    def __init__(self, probe: Callable[[Any], float]) -> None:
+        self.probe = probe
+        self.skip_next = False
+
+    def __call__(self, backbone: Any) -> float:
+        if self.skip_next:
+            self.skip_next = False
+            return float("nan")
+        return float(self.probe(backbone))
+
+
+class Collaboration:
+    """D and a disjoint validation split carved from labeled training images, each prior's
+    features of both cached on disk, probes scored on the validation split only.
+
+    Rows 0..|D|-1 of ``data`` are D, the rest the validation split; the profile's test set is
+    never loaded.
+    """
+
+    def __init__(self, cfg: DictConfig, log: Callable[[str], None] = print) -> None:
+        from coopt_flwr.registry.datasets import ImageData, create_dataset, shared_subset
+
+        c = cfg.collaboration
+        self.cfg, self.c, self.log = cfg, c, log
+        self.seed = int(cfg.seed)
+        self.device = str(cfg.device) or None
+        self.out = output_folder(cfg)
+        self.spec = dataset_spec(str(cfg.data.train), cfg.data_dir)
+        full = create_dataset(self.spec)
+        if full.labels is None:
+            raise ValueError(f"{self.spec}: the collaboration analysis measures quality with labels")
+        d_ids, v_ids = balanced_splits(full.labels, [int(c.d_size), int(c.val_size)], self.seed)
+        self.source_ids = np.concatenate([d_ids, v_ids])
+        self.data = ImageData(
+            name=f"{self.spec}[D {len(d_ids)} + validation {len(v_ids)}, seed {self.seed}]",
+            images=np.ascontiguousarray(full.images[self.source_ids]),
+            labels=full.labels[self.source_ids],
+            num_classes=full.num_classes,
+        )
+        self.d = len(d_ids)
+        self.val = np.arange(self.d, len(self.source_ids))
+        rng = np.random.default_rng([self.seed, 0x1AB])
+        self.labeled = np.sort(rng.permutation(self.d)[: min(self.d, int(c.probe_train))])
+        self.shared_ids = shared_subset(self.d, float(c["shared-fraction"]), self.seed)
+        self.catalog = {str(k): str(v) for k, v in (c.priors or {}).items()}
+        self.names: list[str] = []  # the priors of the federations, in order of appearance
+        self._embedded: dict[str, Any] = {}
+        self._probe: _SkippingProbe | None = None
+        self.untrained_acc: float | None = None
+        log(
+            f"[collaboration] {self.spec}: |D|={self.d}, validation {len(self.val)} (class-balanced, "
+            f"disjoint, training images), |S|={len(self.shared_ids)} -> {self.out}"
+        )
+
+    def _cache_path(self, name: str) -> Path:
+        key = hashlib.sha256(
+            f"{FEATURES_VERSION}|{self.spec_of(name)}|{self.seed}|{self.spec}|".encode()
+            + self.source_ids.astype(np.int64).tobytes()
+        ).hexdigest()[:16]
+        slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+        return self.out / "features" / f"{slug}-{key}.npz"
+
+    def spec_of(self, name: str) -> str:
+        """The spec of a prior named in ``collaboration.priors``, or ``name`` itself (a spec)."""
+        return self.catalog.get(name, name)
+
+    def embedded(self, name: str) -> Any:
+        """Prior ``name``'s features of D and the validation split, embedded once (disk cache)."""
+        from coopt_flwr.protocol.replay import Embedded
+
+        if name in self._embedded:
+            return self._embedded[name]
+        path = self._cache_path(name)
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                e = Embedded(meta["spec"], meta["kind"], z["ids"], z["features"], float(meta["seconds"]))
+            self.log(f"[collaboration] {name}: features from {path.name} (embedded in {e.seconds:.0f} s)")
+        else:
+            e = self._embed(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            meta = json.dumps({"spec": e.spec, "kind": e.kind, "seconds": e.seconds})
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, ids=e.ids, features=e.features, meta=np.array(meta))
+            tmp.replace(path)
+        if e.kind == "human":
+            raise ValueError(f"{name}: a human prior embeds labels, also of the validation split")
+        self._embedded[name] = e
+        return e
+
+    def _embed(self, name: str) -> Any:
+        from coopt_flwr.protocol.replay import embed_prior
+
+        spec = self.spec_of(name)
+        start, last = time.monotonic(), [time.monotonic()]
+
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 15.0 or done == total:
+                last[0] = now
+                eta = (now - start) / max(done, 1) * (total - done)
+                self.log(
+                    f"[collaboration] {name}: embedded {done}/{total} "
+                    f"({now - start:.0f} s, ~{eta:.0f} s left)"
+                )
+
+        self.log(f"[collaboration] embedding {len(self.data)} images with {name} = {spec}")
+        e = embed_prior(
+            spec,
+            self.data,
+            seed=self.seed,
+            batch_size=int(self.cfg["batch-size"]),
+            device=self.device,
+            progress=progress,
+        )
+        self.log(f"[collaboration] {name} ({e.kind}, width {e.features.shape[1]}): {e.seconds:.1f} s")
+        return e
+
+    def seconds_per_image(self, name: str) -> float:
+        """Embedding wall time of prior ``name`` per image (measured over D and validation)."""
+        return self.embedded(name).seconds / len(self.data)
+
+    def probe_targets(self, targets: np.ndarray) -> float:
+        """Linear probe on (|D|+|V|, n) targets: fit on the labeled part of D, score on validation."""
+        from coopt_flwr.learn.probe import linear_probe
+
+        y = self.data.labels
+        assert y is not None
+        return linear_probe(targets[self.labeled], y[self.labeled], targets[self.val], y[self.val])
+
+    def student(self, targets: np.ndarray) -> dict[str, Any]:
+        """A fresh student trained on the targets of D, probed (labeled D -> validation)."""
+        y = self.data.labels
+        assert y is not None
+        if self._probe is None:
+            imgs = self.data.images
+            self._probe = _SkippingProbe(
+                make_probe(imgs[self.labeled], y[self.labeled], imgs[self.val], y[self.val], self.device)
+            )
+        self._probe.skip_next = self.untrained_acc is not None
+        block = OmegaConf.to_container(self.c.student, resolve=True)
+        assert isinstance(block, dict)
+        rec = student_accuracy(
+            self.data.images[: self.d],
+            targets[: self.d],
+            self._probe,
+            block,
+            self.seed,
+            self.device,
+            self.log,
+        )
+        if self.untrained_acc is None:
+            self.untrained_acc = float(rec["curve"][0][1])
+        return rec
+
+
+def _single_row(cb: Collaboration, name: str) -> dict[str, Any]:
+    """Rows (a) and (b): the prior's own probe ceiling and a student on its raw features of all of D."""
+    e = cb.embedded(name)
+    cb.log(f"[collaboration] single party {name}: probe ceiling and student on its raw features")
+    rec = cb.student(e.features)
+    return {
+        "row": f"{name} alone",
+        "kind": "single",
+        PRIORS: [name],
+        "specs": [e.spec],
+        "participants": 1,
+        "redundancy": 1,
+        "anchor-rule": None,
+        "alignment": None,
+        "standardize": False,
+        ANCHOR_PRIOR: None,
+        "target_dim": int(e.features.shape[1]),
+        TARGET_PROBE_ACC: cb.probe_targets(e.features),
+        STUDENT_ACC: rec["final_acc"],
+        "student_epochs": rec["epochs"],
+        "data_seconds": cb.seconds_per_image(name) * cb.d,
+        "data_cpu_seconds": cb.seconds_per_image(name) * cb.d,
+        "train_seconds": rec["train_seconds"],
+    }
+
+
+def _federation_row(cb: Collaboration, fed: Federation) -> dict[str, Any]:
+    """Row (c): replay the federation, probe its merged targets and train a student on them."""
+    from coopt_flwr.protocol.replay import merge_targets, project_all
+
+    embedded = [cb.embedded(p) for p in fed.priors]
+    t = time.perf_counter()
+    merged = merge_targets(
+        embedded,
+        project_all(embedded, int(cb.c["target-dim"]), cb.seed),
+        len(cb.data),
+        cb.shared_ids,
+        "best",
+        seed=cb.seed,
+        ridge=float(cb.c.ridge),
+        g_max_samples=int(cb.c["g-max-samples"]),
+        anchor_rule=fed.anchor_rule,
+        alignment=fed.alignment,
+        standardize=fed.standardize,
+        redundancy=fed.redundancy,
+    )
+    merge_seconds = time.perf_counter() - t
+    cb.log(f"[collaboration] {fed.label}: anchor {fed.priors[merged.anchor]}, training the student")
+    rec = cb.student(merged.targets)
+    wall, cpu = _federation_data_seconds(cb, fed, merged.contributors)
+    return {
+        "row": fed.label,
+        "kind": "federation",
+        PRIORS: list(fed.priors),
+        "specs": [e.spec for e in embedded],
+        "participants": len(fed.priors),
+        "redundancy": fed.redundancy,
+        "anchor-rule": fed.anchor_rule,
+        "alignment": fed.alignment,
+        "standardize": fed.standardize,
+        ANCHOR_PRIOR: fed.priors[merged.anchor],
+        "target_dim": int(merged.targets.shape[1]),
+        TARGET_PROBE_ACC: cb.probe_targets(merged.targets),
+        STUDENT_ACC: rec["final_acc"],
+        "student_epochs": rec["epochs"],
+        "data_seconds": wall,
+        "data_cpu_seconds": cpu,
+        "train_seconds": rec["train_seconds"],
+        "merge_seconds": merge_seconds,
+        ANCHOR: merged.anchor,
+        UNIFORMITY_PROJECTED: merged.uniformity,
+        "consensus": merged.consensus,
+        "cv_residuals": merged.cv_residuals,
+        "residuals": merged.residuals,
+        G_BEFORE: merged.g_before,
+        G_AFTER: merged.g_after,
+    }
+
+
+def _federation_data_seconds(
+    cb: Collaboration, fed: Federation, contributors: np.ndarray
+) -> tuple[float, float]:
+    """Embedding time of the federation's data work on D: the slowest participant (wall, the
+    participants run in parallel) and the sum over participants (CPU). Participant k embeds
+    its ids of D (r·|D|/K of them) and the shared set, at its prior's measured rate."""
+    on_d = contributors[: cb.d]
+    work = []
+    for k, name in enumerate(fed.priors):
+        mine = np.flatnonzero((on_d == k).any(axis=1))
+        count = len(np.union1d(mine, cb.shared_ids))
+        work.append(cb.seconds_per_image(name) * count)
+    return float(max(work)), float(sum(work))
+
+
+def analyze_collaboration(
+    cfg: DictConfig, log: Callable[[str], None] = print
+) -> tuple[Path, str, dict[str, Any]]:
+    """Does a federation of different priors make better data than its best member alone?"""
+    cb = Collaboration(cfg, log)
+    feds = [Federation.from_config(f) for f in cfg.collaboration.federations]
+    if not feds:
+        raise ValueError("collaboration.federations is empty")
+    names = list(dict.fromkeys(p for f in feds for p in f.priors))  # every prior of a federation
+    cb.names = names
+    for name in names:  # embed each prior once, up front (the slow part, with progress)
+        cb.embedded(name)
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        rows.append(_single_row(cb, name))
+        _write_collaboration(cb, rows)
+    for fed in feds:
+        rows.append(_federation_row(cb, fed))
+        _write_collaboration(cb, rows)
+    result = _write_collaboration(cb, rows, final=True)
+    return cb.out, cb.data.name, result
+
+
+def _collaboration_result(cb: Collaboration, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    singles = [r for r in rows if r["kind"] == "single"]
+    best = max(singles, key=lambda r: r[STUDENT_ACC]) if singles else None
+    for r in rows:
+        r["vs_best_single_points"] = None if best is None else 100 * (r[STUDENT_ACC] - best[STUDENT_ACC])
+    c = cb.c
+    return {
+        "question": "does a federation of different priors make better data than its best member alone?",
+        "d_size": cb.d,
+        "validation_size": len(cb.val),
+        "validation": "class-balanced training images disjoint from D; the test set is not used",
+        "probe_train": len(cb.labeled),
+        "shared_samples": len(cb.shared_ids),
+        "train_source_ids_sha256": hashlib.sha256(cb.source_ids.tobytes()).hexdigest(),
+        "student_budget_s": OmegaConf.select(c, "student.train.time_budget_s"),
+        "target_dim": int(c["target-dim"]),
+        "untrained_student_acc": cb.untrained_acc,
+        "best_single": None if best is None else best["row"],
+        "best_single_student_acc": None if best is None else best[STUDENT_ACC],
+        "prior_specs": {n: cb.spec_of(n) for n in cb.names},
+        "embedding_seconds": {n: cb.embedded(n).seconds for n in cb.names},
+        "rows": rows,
+    }
+
+
+def _write_collaboration(
+    cb: Collaboration, rows: list[dict[str, Any]], final: bool = False
+) -> dict[str, Any]:
+    """table.md and collaboration.csv (after every row), and at the end the bar plot."""
+    result = _collaboration_result(cb, rows)
+    (cb.out / "table.md").write_text(_collaboration_markdown(cb, result), encoding="utf-8")
+    write_csv(cb.out / "collaboration.csv", rows)
+    if final:
+        _plot_collaboration(cb.out / "collaboration.png", result)
+    return result
+
+
+def _pct(v: float | None) -> str | None:
+    return None if v is None else f"{100 * v:.1f}"
+
+
+def _collaboration_markdown(cb: Collaboration, result: dict[str, Any]) -> str:
+    """The results table, with its data, validation split and budget stated above it."""
+    head = (
+        f"# Collaboration: federations of different priors vs their best member alone\n\n"
+        f"Data: {result['d_size']:,} class-balanced training images of `{cb.spec}` as D; "
+        f"accuracies are linear probes fitted on {result['probe_train']:,} labeled images of D and "
+        f"scored on a **validation split of {result['validation_size']:,}** class-balanced training "
+        f"images disjoint from D (seed {cb.seed}). The test set is not used. Shared set "
+        f"|S| = {result['shared_samples']}; federation targets n = {result['target_dim']}; student "
+        f"{cb.c.student.arch} for {result['student_budget_s']} s each "
+        f"(untrained: {_pct(result['untrained_student_acc'])} %).\n\n"
+        "Single rows: target probe = the prior's own linear-probe ceiling on its frozen features; "
+        "student on its raw features of all of D (one party). Data s = embedding of D: the slowest "
+        "participant (wall) / all participants (CPU).\n\n"
+    )
+    header = [
+        "row",
+        "anchor",
+        "target probe %",
+        "student %",
+        "Δ best single",
+        "epochs",
+        "data s wall / CPU",
+        "train s",
+    ]
+    table = [
+        [
+            r["row"],
+            r[ANCHOR_PRIOR],
+            _pct(r[TARGET_PROBE_ACC]),
+            _pct(r[STUDENT_ACC]),
+            None if r["vs_best_single_points"] is None else f"{r['vs_best_single_points']:+.1f}",
+            f"{r['student_epochs']:.1f}",
+            f"{_secs(r['data_seconds'])} / {_secs(r['data_cpu_seconds'])}",
+            _secs(r["train_seconds"]),
+        ]
+        for r in result["rows"]
+    ]
+    detail = [
+        [
+            r["row"],
+            k,
+            p,
+            _fmt(r[UNIFORMITY_PROJECTED][k]),
+            _fmt(_at(r["consensus"], k)),
+            _fmt(r["cv_residuals"][k]),
+        ]
+        for r in result["rows"]
+        if r["kind"] == "federation"
+        for k, p in enumerate(r[PRIORS])
+    ]
+    out = head + markdown_table(table, header)
+    if detail:
+        out += (
+            "\nPer participant (lower = better for all three; cv residual = out-of-sample "
+            "relative residual of its alignment to the anchor):\n\n"
+        )
+        out += markdown_table(
+            detail, ["federation", "k", "prior", "uniformity V", "consensus C", "cv residual"]
+        )
+    return out
+
+
+def _at(values: Sequence[float] | None, k: int) -> float | None:
+    return None if values is None else values[k]
+
+
+def _secs(v: float) -> str:
+    return f"{v:.0f}" if v >= 10 else f"{v:.1f}"
+
+
+def _fmt(v: float | None) -> str | None:
+    return None if v is None else f"{v:.3f}"
+
+
+def _plot_collaboration(path: Path, result: dict[str, Any]) -> None:
+    plt = pyplot()
+    from matplotlib.patches import Patch
+
+    rows = result["rows"]
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.75 * len(rows) + 3), 5.2), dpi=130)
+    x = np.arange(len(rows))
+    colors = ["C0" if r["kind"] == "single" else "C2" for r in rows]
+    ax.bar(x, [100 * r[STUDENT_ACC] for r in rows], 0.65, color=colors)
+    ax.scatter(
+        x,
+        [100 * r[TARGET_PROBE_ACC] for r in rows],
+        marker="_",
+        s=250,
+        color="k",
+        zorder=3,
+        label="linear probe on the targets (single party: the prior's own ceiling)",
+    )
+    if result["best_single_student_acc"] is not None:
+        ax.axhline(
+            100 * result["best_single_student_acc"],
+            color="C3",
+            ls="--",
+            lw=1.5,
+            label=f"best single-party student ({result['best_single']})",
+        )
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [
+        Patch(color="C0", label="student, one party on its raw features"),
+        Patch(color="C2", label="student, federation (replayed protocol)"),
+    ]
+    ax.set_xticks(x, [r["row"] for r in rows], rotation=35, ha="right", fontsize=7)
+    ax.set_ylabel("linear-probe top-1 accuracy on the validation split (%)")
+    fig.suptitle(
+        f"Student accuracy per row ({result['d_size']:,} images of D, {result['validation_size']:,} "
+        f"validation, {result['student_budget_s']} s per student)",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(handles=handles, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
+    save_figure(fig, path)
+
+
 RUNNERS: dict[str, Callable[[Workbench], dict[str, Any]]] = {
     "uniformity": analyze_uniformity,
     "alignment": analyze_alignment,
@@ -653,24 +1173,29 @@ RUNNERS: dict[str, Callable[[Workbench], dict[str, Any]]] = {
 
 
 def run_analysis(name: str, cfg: DictConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run analysis ``name`` (one of :data:`ANALYSES`); writes ``<name>.json`` / ``.csv`` / ``.png``."""
-    if name not in RUNNERS:
+    """Run analysis ``name`` (one of :data:`ANALYSES`); writes ``<name>.json`` / ``.csv`` / ``.png``
+    (``collaboration``: ``results.json``, ``table.md``, ``collaboration.csv`` / ``.png``)."""
+    if name not in ANALYSES:
         raise ValueError(f"unknown analysis {name!r}; choose one of {', '.join(ANALYSES)}")
     start = time.perf_counter()
-    wb = Workbench(cfg, log)
-    result = RUNNERS[name](wb)
+    if name == "collaboration":
+        out, dataset, result = analyze_collaboration(cfg, log)
+    else:
+        wb = Workbench(cfg, log)
+        out, dataset, result = wb.out, wb.spec, RUNNERS[name](wb)
     result = {
         "analysis": name,
         "profile": str(cfg.profile),
-        "dataset": wb.spec,
-        "seed": wb.seed,
+        "dataset": dataset,
+        "seed": int(cfg.seed),
         "date": time.strftime("%Y-%m-%d"),
         "seconds": time.perf_counter() - start,
         **result,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    write_json(wb.out / f"{name}.json", result)
-    log(f"[analyze] {name}: wrote {wb.out / (name + '.json')} and .png/.csv in {result['seconds']:.0f} s")
+    path = out / RESULT_FILES.get(name, f"{name}.json")
+    write_json(path, result)
+    log(f"[analyze] {name}: wrote {path} and .png/.csv in {result['seconds']:.0f} s")
     return result
 
 

@@ -283,3 +283,58 @@ def probe_sets(
             np.random.default_rng([int(seed), 0x7A1]).choice(train, size=int(max_train), replace=False)
         )
     return ProbeSets(data.images[train], data.labels[train], test.images[ids], test.labels[ids])
+
+
+def balanced_splits(labels: np.ndarray, sizes: Sequence[int], seed: int) -> list[np.ndarray]:
+    """Disjoint, seeded, class-balanced splits of the ids ``0..N-1`` of a labeled set.
+
+    Split j takes ``sizes[j] // C`` ids of every class (the remainder to classes in a seeded
+    order), drawn without replacement from what the earlier splits left.
+
+    Parameters
+    ----------
+    labels
+        int (N,) class ids.
+    sizes
+        The size of each split.
+    seed
+        Seed of the draw; the same arguments give the same splits.
+
+    Returns
+    -------
+    list of np.ndarray
+        Sorted int64 ids of each split.
+
+    Raises
+    ------
+    ValueError
+        If a class has fewer samples than the splits together need of it.
+    """
+    y = np.asarray(labels)
+    classes = np.unique(y)
+    rng = np.random.default_rng([int(seed), 0xC011])
+    pools = {c: rng.permutation(np.flatnonzero(y == c)) for c in classes}
+    taken = dict.fromkeys(classes, 0)
+    out = []
+    for size in sizes:
+        quota = np.full(len(classes), int(size) // len(classes))
+        quota[rng.permutation(len(classes))[: int(size) % len(classes)]] += 1
+        picks = []
+        for c, q in zip(classes, quota, strict=True):
+            if taken[c] + q > len(pools[c]):
+                raise ValueError(f"class {c} has {len(pools[c])} samples; the splits {list(sizes)} need more")
+            picks.append(pools[c][taken[c] : taken[c] + q])
+            taken[c] += q
+        out.append(np.sort(np.concatenate(picks)).astype(np.int64))
+    return out
+
+
+def markdown_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    """A GitHub markdown table; floats as given (format them first), None as an en dash."""
+
+    def cell(v: Any) -> str:
+        return "–" if v is None else str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

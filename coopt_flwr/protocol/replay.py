@@ -9,6 +9,13 @@ platform's V), :func:`coopt_flwr.protocol.alignment.fit_alignment` (T_k),
 :func:`coopt_flwr.registry.datasets.shard_split` (the shards) and
 :func:`coopt_flwr.protocol.inconsistency.inconsistency` (G on the shared set, before and after
 alignment).
+
+Options mirror the protocol's later run-config keys: ``anchor-rule`` (uniformity V or the
+consensus score, :func:`coopt_flwr.protocol.consensus.consensus_scores`), ``alignment`` (ridge or
+Procrustes), ``standardize`` (z-score each prior's features on the shared set before W_k) and
+``redundancy`` r (every sample embedded by r participants of different priors,
+:func:`coopt_flwr.protocol.ensemble.assign_redundant`, merged by their mean,
+:func:`coopt_flwr.protocol.ensemble.combine_targets`).
 """
 
 from __future__ import annotations
@@ -19,8 +26,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from coopt_flwr.protocol.alignment import Alignment, fit_alignment
+from coopt_flwr.protocol.alignment import (
+    METHODS,
+    Alignment,
+    Standardizer,
+    cross_fitted_residual,
+    fit_alignment,
+)
 from coopt_flwr.protocol.anchor import choose_anchor, uniformity_order
+from coopt_flwr.protocol.consensus import consensus_scores
+from coopt_flwr.protocol.ensemble import assign_redundant, combine_targets
 from coopt_flwr.protocol.inconsistency import inconsistency
 from coopt_flwr.protocol.participant import FeatureCache, embed_ids
 from coopt_flwr.protocol.projection import project, projection_matrix
@@ -29,6 +44,7 @@ from coopt_flwr.registry.datasets import ImageData, shard_split
 
 __all__ = [
     "ANCHOR_MODES",
+    "ANCHOR_RULES",
     "Embedded",
     "Merged",
     "anchor_for",
@@ -38,7 +54,13 @@ __all__ = [
 ]
 
 ANCHOR_MODES = ("none", "worst", "medium", "best")
-"""No alignment, or alignment to the prior of the worst / median / best platform uniformity."""
+"""No alignment, or alignment to the prior of the worst / median / best anchor score."""
+
+ANCHOR_RULES = ("uniformity", "consensus")
+"""The anchor score: the platform's uniformity V, or the consensus score C (both lower = better)."""
+
+CV_FOLDS = 5
+"""Folds of the cross-fitted residuals and consensus scores (fewer for a tiny shared set)."""
 
 
 @dataclass(frozen=True)
@@ -96,12 +118,27 @@ def embed_prior(
     return Embedded(spec, prior.kind, wanted, feats, time.perf_counter() - start)
 
 
-def project_all(embedded: Sequence[Embedded], target_dim: int, seed: int) -> list[np.ndarray]:
+def project_all(
+    embedded: Sequence[Embedded],
+    target_dim: int,
+    seed: int,
+    standardize_on: np.ndarray | None = None,
+) -> list[np.ndarray]:
     """W_k ψ_k for every prior, over all its embedded ids: float32 (m_k, n) each.
 
     W_k depends on (l_k, n, seed), as in :func:`coopt_flwr.protocol.participant.uniformity_report`.
+    With ``standardize_on`` (shared-set ids), each prior's features are first z-scored per
+    dimension with a :class:`~coopt_flwr.protocol.alignment.Standardizer` fitted on its
+    features of those ids (the run-config's ``standardize``).
     """
-    return [project(e.features, projection_matrix(e.features.shape[1], target_dim, seed)) for e in embedded]
+    out = []
+    for e in embedded:
+        x = e.features
+        if standardize_on is not None:
+            ids = np.asarray(standardize_on, dtype=np.int64)
+            x = Standardizer.fit(e.rows(ids)).apply(x).astype(np.float32)
+        out.append(project(x, projection_matrix(x.shape[1], target_dim, seed)))
+    return out
 
 
 def anchor_for(values: Sequence[float], mode: str) -> int | None:
@@ -109,7 +146,8 @@ def anchor_for(values: Sequence[float], mode: str) -> int | None:
 
     ``best`` is the platform's own rule (:func:`coopt_flwr.protocol.anchor.choose_anchor`:
     lowest V, ties to the lowest index); ``worst`` the highest V; ``medium`` the median rank
-    (the lower middle for an even count); ``none`` None.
+    (the lower middle for an even count); ``none`` None. Any lower-is-better score works in
+    place of V (e.g. the consensus score).
     """
     if mode not in ANCHOR_MODES:
         raise ValueError(f"anchor mode must be one of {ANCHOR_MODES}, got {mode!r}")
@@ -129,9 +167,10 @@ class Merged:
     Attributes
     ----------
     targets : np.ndarray
-        float32 (N, n), row i the target of sample i.
+        float32 (N, n), row i the target of sample i (the mean of its r contributions).
     participant : np.ndarray
-        int64 (N,) index of the prior that produced each row.
+        int64 (N,) index of the prior that produced each row (with r > 1 the lowest of its
+        contributors).
     uniformity : list of float
         The platform's V of each prior (on its projected shared-set targets).
     anchor : int or None
@@ -148,6 +187,16 @@ class Merged:
         without alignment).
     shared_targets : list of np.ndarray
         Each prior's shared-set targets as uploaded (aligned, or projected without alignment).
+    anchor_rule, alignment, standardize, redundancy
+        The options the round was replayed with.
+    consensus : list of float or None
+        Consensus score C of each prior on the projected shared-set targets (lower = better);
+        None for one prior or fewer than 3 shared samples.
+    cv_residuals : list of float
+        Cross-fitted (out-of-sample) relative residual of each prior's alignment to the anchor
+        (0 for the anchor and without alignment; NaN for fewer than 3 shared samples).
+    contributors : np.ndarray or None
+        int64 (N, r) the participants whose targets were averaged into each row, ascending.
     """
 
     targets: np.ndarray
@@ -159,6 +208,13 @@ class Merged:
     residuals: list[float] = field(default_factory=list)
     g_eval: float | None = None
     shared_targets: list[np.ndarray] = field(default_factory=list, repr=False)
+    anchor_rule: str = "uniformity"
+    alignment: str = "ridge"
+    standardize: bool = False
+    redundancy: int = 1
+    consensus: list[float] | None = None
+    cv_residuals: list[float] = field(default_factory=list)
+    contributors: np.ndarray | None = field(default=None, repr=False)
 
 
 def merge_targets(
@@ -172,6 +228,10 @@ def merge_targets(
     ridge: float = 1e-3,
     g_max_samples: int = 512,
     eval_ids: np.ndarray | None = None,
+    anchor_rule: str = "uniformity",
+    alignment: str = "ridge",
+    standardize: bool = False,
+    redundancy: int = 1,
 ) -> Merged:
     """Replay one protocol round: shards, uniformity, anchor, alignment, merge, G.
 
@@ -180,65 +240,199 @@ def merge_targets(
     embedded, projected
         Per prior (participant k = list index): its features and W_k ψ_k over the same ids,
         which must cover the shared set and the prior's shard.
-    num_samples
-        N = |D|; participant k gets shard k of :func:`coopt_flwr.registry.datasets.shard_split`.
-    shared_ids
-        int64 (|S|,) the shared set.
+    num_samples, shared_ids
+        N = |D| (with r = 1 participant k gets shard k of
+        :func:`coopt_flwr.registry.datasets.shard_split`) and the int64 (|S|,) shared set.
     mode
-        Anchor choice, one of :data:`ANCHOR_MODES` (``best`` is the protocol's).
+        Anchor choice by ``anchor_rule``'s score, one of :data:`ANCHOR_MODES` (``best``: the protocol's).
     seed
-        The run seed (shards and the G estimate).
+        The run seed (W_k, shards, the redundant assignment, cross-fitting and the G estimate).
     ridge, g_max_samples
         As the run-config keys ``ridge`` and ``g-max-samples``.
     eval_ids
         Optional int64 sample ids on which to measure ``g_eval`` (every prior's aligned targets
         of these same samples).
+    anchor_rule, alignment
+        ``"uniformity"`` (the platform's V) or ``"consensus"`` (the consensus score of the
+        projected shared-set targets); ``"ridge"`` or ``"procrustes"`` (``fit_alignment``).
+    standardize
+        Z-score each prior's features per dimension on the shared set before W_k; then
+        ``projected`` only gives n and is rebuilt by :func:`project_all` with ``seed``.
+    redundancy
+        r in [1, K]: every sample goes to r participants, of different priors where the loads
+        allow (groups = equal specs), and its r aligned targets are averaged.
     """
-    k = len(embedded)
-    if k == 0 or len(projected) != k:
-        raise ValueError("merge_targets needs one projected array per embedded prior")
-    shared_ids = np.asarray(shared_ids, dtype=np.int64)
+    shared_ids = _checked_shared_ids(embedded, projected, shared_ids, anchor_rule, alignment, redundancy)
+    if standardize:
+        projected = project_all(embedded, projected[0].shape[1], seed, standardize_on=shared_ids)
     shared = [p[np.searchsorted(e.ids, shared_ids)] for e, p in zip(embedded, projected, strict=True)]
-    for e in embedded:
-        e.rows(shared_ids)  # raises if the shared set was not embedded
     values = [uniformity(s) for s in shared]
-    anchor = anchor_for(values, mode)
-    fits = [
-        Alignment.identity(s.shape[1])
-        if anchor is None or i == anchor
-        else fit_alignment(s, shared[anchor], ridge=ridge)
-        for i, s in enumerate(shared)
-    ]
-    shards = shard_split(num_samples, k, seed)
-    n = projected[0].shape[1]
-    targets = np.full((num_samples, n), np.nan, dtype=np.float32)
-    participant = np.full(num_samples, -1, dtype=np.int64)
-    for i, (e, p, fit, ids) in enumerate(zip(embedded, projected, fits, shards, strict=True)):
-        ids = np.sort(ids)
-        e.rows(ids)  # raises if the shard was not embedded
-        targets[ids] = fit.apply(p[np.searchsorted(e.ids, ids)])
-        participant[ids] = i
+    consensus = _consensus(shared, ridge, seed)
+    anchor = _anchor(values, consensus, anchor_rule, mode)
+    fits = _fits(shared, anchor, alignment, ridge)
+    assignment = _assignment(embedded, num_samples, seed, redundancy)
+    targets, contributors = _assemble(embedded, projected, fits, assignment, num_samples)
     uploaded = [fit.apply(s) for fit, s in zip(fits, shared, strict=True)]
-    g_before = inconsistency(shared, max_samples=g_max_samples, seed=seed) if k > 1 else None
-    g_after = inconsistency(uploaded, max_samples=g_max_samples, seed=seed) if k > 1 else None
-    g_eval = None
-    if eval_ids is not None and k > 1:
-        eval_ids = np.asarray(eval_ids, dtype=np.int64)
-        for e in embedded:
-            e.rows(eval_ids)  # raises if the evaluation set was not embedded
-        on_eval = [
-            fit.apply(p[np.searchsorted(e.ids, eval_ids)])
-            for e, p, fit in zip(embedded, projected, fits, strict=True)
-        ]
-        g_eval = inconsistency(on_eval, max_samples=g_max_samples, seed=seed)
+    g_before, g_after = (_g(x, g_max_samples, seed) for x in (shared, uploaded))
     return Merged(
         targets=targets,
-        participant=participant,
+        participant=contributors[:, 0].copy(),
         uniformity=values,
         anchor=anchor,
         g_before=g_before,
         g_after=g_after,
         residuals=[float(f.residual) for f in fits],
-        g_eval=g_eval,
+        g_eval=_g_eval(embedded, projected, fits, eval_ids, g_max_samples, seed),
         shared_targets=uploaded,
+        anchor_rule=anchor_rule,
+        alignment=alignment,
+        standardize=bool(standardize),
+        redundancy=int(redundancy),
+        consensus=consensus,
+        cv_residuals=_cv_residuals(shared, anchor, alignment, ridge, seed),
+        contributors=contributors,
     )
+
+
+def _fits(shared: Sequence[np.ndarray], anchor: int | None, alignment: str, ridge: float) -> list[Alignment]:
+    """T_k of every participant (the identity for the anchor and without alignment)."""
+    return [
+        Alignment.identity(s.shape[1])
+        if anchor is None or i == anchor
+        else fit_alignment(s, shared[anchor], ridge=ridge, method=alignment)
+        for i, s in enumerate(shared)
+    ]
+
+
+def _checked_shared_ids(
+    embedded: Sequence[Embedded],
+    projected: Sequence[np.ndarray],
+    shared_ids: np.ndarray,
+    anchor_rule: str,
+    alignment: str,
+    redundancy: int,
+) -> np.ndarray:
+    """The shared ids as int64, once the inputs and options are known to be valid."""
+    k = len(embedded)
+    if k == 0 or len(projected) != k:
+        raise ValueError("merge_targets needs one projected array per embedded prior")
+    if anchor_rule not in ANCHOR_RULES:
+        raise ValueError(f"anchor rule must be one of {ANCHOR_RULES}, got {anchor_rule!r}")
+    if alignment not in METHODS:
+        raise ValueError(f"alignment must be one of {METHODS}, got {alignment!r}")
+    if int(redundancy) != redundancy or not 1 <= redundancy <= k:
+        raise ValueError(f"redundancy must be an integer in [1, K={k}], got {redundancy!r}")
+    ids = np.asarray(shared_ids, dtype=np.int64)
+    for e in embedded:
+        e.rows(ids)  # raises if the shared set was not embedded
+    return ids
+
+
+def _g(targets: Sequence[np.ndarray], g_max_samples: int, seed: int) -> float | None:
+    """G of the participants' targets of the same samples (None for one participant)."""
+    return inconsistency(targets, max_samples=g_max_samples, seed=seed) if len(targets) > 1 else None
+
+
+def _folds(num_shared: int) -> int | None:
+    """Folds for cross-fitting |S| rows (each training part needs >= 2 rows), None if too few."""
+    for folds in range(min(CV_FOLDS, num_shared), 1, -1):
+        if num_shared - -(-num_shared // folds) >= 2:
+            return folds
+    return None
+
+
+def _consensus(shared: Sequence[np.ndarray], ridge: float, seed: int) -> list[float] | None:
+    """Consensus score of every participant's projected shared-set targets (None if undefined)."""
+    folds = _folds(len(shared[0]))
+    if len(shared) < 2 or folds is None:
+        return None
+    scores = consensus_scores(dict(enumerate(shared)), ridge=ridge, folds=folds, seed=seed)
+    return [scores[i] for i in range(len(shared))]
+
+
+def _anchor(values: list[float], consensus: list[float] | None, rule: str, mode: str) -> int | None:
+    """The anchor index by ``rule``'s scores and ``mode`` (one prior: itself)."""
+    if rule == "uniformity" or len(values) == 1:
+        return anchor_for(values, mode)
+    if consensus is None:
+        raise ValueError("the consensus anchor rule needs at least 3 shared samples")
+    return anchor_for(consensus, mode)
+
+
+def _cv_residuals(
+    shared: Sequence[np.ndarray], anchor: int | None, alignment: str, ridge: float, seed: int
+) -> list[float]:
+    """Out-of-sample residual of each participant's alignment to the anchor on S."""
+    folds = _folds(len(shared[0]))
+    out = []
+    for i, s in enumerate(shared):
+        if anchor is None or i == anchor:
+            out.append(0.0)
+        elif folds is None:
+            out.append(float("nan"))
+        else:
+            out.append(
+                cross_fitted_residual(
+                    s, shared[anchor], folds=folds, seed=seed, ridge=ridge, method=alignment
+                )
+            )
+    return out
+
+
+def _assignment(
+    embedded: Sequence[Embedded], num_samples: int, seed: int, redundancy: int
+) -> list[np.ndarray]:
+    """Sorted sample ids of each participant: the platform's shards (r = 1) or r copies of each
+    id spread over participants of different priors (groups = equal specs)."""
+    k = len(embedded)
+    if redundancy == 1:
+        return [np.sort(ids) for ids in shard_split(num_samples, k, seed)]
+    specs = [e.spec for e in embedded]
+    groups = [specs.index(s) for s in specs]
+    by_part = assign_redundant(np.arange(num_samples, dtype=np.int64), range(k), groups, redundancy, seed)
+    return [by_part[i] for i in range(k)]
+
+
+def _assemble(
+    embedded: Sequence[Embedded],
+    projected: Sequence[np.ndarray],
+    fits: Sequence[Alignment],
+    assignment: Sequence[np.ndarray],
+    num_samples: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (N, n) mean aligned targets and int64 (N, r) contributors (-1 where none)."""
+    ys = []
+    for e, p, fit, ids in zip(embedded, projected, fits, assignment, strict=True):
+        e.rows(ids)  # raises if the shard was not embedded
+        ys.append(fit.apply(p[np.searchsorted(e.ids, ids)]))
+    counts = np.bincount(np.concatenate(assignment), minlength=num_samples)
+    contributors = np.full((num_samples, max(1, int(counts.max()))), -1, dtype=np.int64)
+    filled = np.zeros(num_samples, dtype=np.int64)
+    for i, ids in enumerate(assignment):
+        contributors[ids, filled[ids]] = i
+        filled[ids] += 1
+    targets = np.full((num_samples, projected[0].shape[1]), np.nan, dtype=np.float32)
+    out_ids, combined = combine_targets(list(assignment), ys)
+    targets[out_ids] = combined
+    return targets, contributors
+
+
+def _g_eval(
+    embedded: Sequence[Embedded],
+    projected: Sequence[np.ndarray],
+    fits: Sequence[Alignment],
+    eval_ids: np.ndarray | None,
+    g_max_samples: int,
+    seed: int,
+) -> float | None:
+    """G after alignment on the fixed evaluation ids (None without them or for one prior)."""
+    if eval_ids is None or len(embedded) < 2:
+        return None
+    eval_ids = np.asarray(eval_ids, dtype=np.int64)
+    for e in embedded:
+        e.rows(eval_ids)  # raises if the evaluation set was not embedded
+    on_eval = [
+        fit.apply(p[np.searchsorted(e.ids, eval_ids)])
+        for e, p, fit in zip(embedded, projected, fits, strict=True)
+    ]
+    return inconsistency(on_eval, max_samples=g_max_samples, seed=seed)

@@ -8,8 +8,11 @@ from harness import InProcessGrid, register_counting_prior
 
 from coopt_flwr.client_app import make_client_app
 from coopt_flwr.config import Settings
-from coopt_flwr.protocol.replay import anchor_for, embed_prior, merge_targets, project_all
-from coopt_flwr.registry.datasets import create_dataset, shared_subset
+from coopt_flwr.protocol.alignment import cross_fitted_residual, fit_alignment
+from coopt_flwr.protocol.consensus import consensus_scores
+from coopt_flwr.protocol.replay import Embedded, anchor_for, embed_prior, merge_targets, project_all
+from coopt_flwr.protocol.uniformity import uniformity
+from coopt_flwr.registry.datasets import create_dataset, shard_split, shared_subset
 from coopt_flwr.store.storage import load_optimized
 from strategies.coopt import CoOptStrategy
 
@@ -88,3 +91,151 @@ def test_missing_features_are_an_error():
     e = embed_prior("counting:r0", data, ids=np.arange(100), seed=0)
     with pytest.raises(KeyError, match="not embedded"):
         merge_targets([e], project_all([e], 8, 0), len(data), np.arange(10), "best")
+
+
+# ------------------------------------------------------------- anchor rule, alignment, r, standardize
+def _embedded(spec: str, features: np.ndarray) -> Embedded:
+    ids = np.arange(len(features), dtype=np.int64)
+    return Embedded(spec, "random", ids, features.astype(np.float32), 1.0)
+
+
+def _digits_round():
+    register_counting_prior()
+    data = create_dataset("digits")
+    embedded = [embed_prior(s, data, seed=k) for k, s in enumerate(SPECS)]
+    return data, embedded, project_all(embedded, 16, seed=0), shared_subset(len(data), 0.1, 0)
+
+
+def test_defaults_are_the_disjoint_uniformity_ridge_round():
+    """Built independently from the protocol's pieces; the new options at their defaults change nothing."""
+    data, embedded, projected, shared = _digits_round()
+    merged = merge_targets(embedded, projected, len(data), shared, seed=4, g_max_samples=100)
+    explicit = merge_targets(
+        embedded,
+        projected,
+        len(data),
+        shared,
+        seed=4,
+        g_max_samples=100,
+        anchor_rule="uniformity",
+        alignment="ridge",
+        standardize=False,
+        redundancy=1,
+    )
+    on_s = [p[shared] for p in projected]  # embedded ids are 0..N-1
+    anchor = int(np.argmin([uniformity(s) for s in on_s]))
+    assert merged.anchor == explicit.anchor == anchor
+    expected = np.full_like(merged.targets, np.nan)
+    participant = np.full(len(data), -1)
+    for k, ids in enumerate(shard_split(len(data), 3, 4)):
+        fit = fit_alignment(on_s[k], on_s[anchor], ridge=1e-3) if k != anchor else None
+        expected[ids] = projected[k][ids] if fit is None else fit.apply(projected[k][ids])
+        participant[ids] = k
+    np.testing.assert_array_equal(merged.targets, expected)
+    np.testing.assert_array_equal(explicit.targets, expected)
+    np.testing.assert_array_equal(merged.participant, participant)
+    np.testing.assert_array_equal(merged.contributors[:, 0], participant)
+    assert merged.contributors.shape == (len(data), 1) and merged.redundancy == 1
+    assert (merged.g_before, merged.g_after, merged.residuals) == (
+        explicit.g_before,
+        explicit.g_after,
+        explicit.residuals,
+    )
+
+
+def test_redundancy_two_averages_two_distinct_participants():
+    data, embedded, projected, shared = _digits_round()
+    one = merge_targets(embedded, projected, len(data), shared, g_max_samples=100)
+    two = merge_targets(embedded, projected, len(data), shared, g_max_samples=100, redundancy=2)
+    c = two.contributors
+    assert c.shape == (len(data), 2) and np.all(c >= 0) and np.all(c[:, 0] < c[:, 1])
+    np.testing.assert_array_equal(two.participant, c[:, 0])
+    loads = np.bincount(c.ravel(), minlength=3)
+    assert loads.sum() == 2 * len(data) and loads.max() - loads.min() <= 1  # balanced
+    # every row is the mean of its two contributors' aligned targets (same fits as r = 1)
+    fits = [
+        fit_alignment(p[shared], projected[two.anchor][shared], ridge=1e-3) if k != two.anchor else None
+        for k, p in enumerate(projected)
+    ]
+    aligned = [p if f is None else f.apply(p) for p, f in zip(projected, fits, strict=True)]
+    rows, stacked = np.arange(len(data)), np.stack(aligned).astype(np.float64)
+    mean = (stacked[c[:, 0], rows] + stacked[c[:, 1], rows]) / 2
+    np.testing.assert_allclose(two.targets, mean, rtol=1e-5, atol=1e-5)
+    assert two.anchor == one.anchor and two.g_after == one.g_after  # S is the same for both
+    with pytest.raises(ValueError, match="redundancy"):
+        merge_targets(embedded, projected, len(data), shared, redundancy=4)
+
+
+def test_redundancy_puts_the_copies_of_an_id_on_different_priors():
+    """Two participants share a spec (one group): an id never gets both of them when r = 2."""
+    rng = np.random.default_rng(0)
+    feats = {s: rng.standard_normal((200, 6)) for s in ("a", "b", "c")}
+    embedded = [_embedded(s, feats[s]) for s in ("a", "b", "c", "c")]
+    merged = merge_targets(
+        embedded, project_all(embedded, 6, 0), 200, np.arange(40), g_max_samples=50, redundancy=2
+    )
+    c = merged.contributors
+    assert not np.any((c[:, 0] == 2) & (c[:, 1] == 3))
+    assert np.bincount(c.ravel(), minlength=4).tolist() == [100, 100, 100, 100]
+
+
+def test_consensus_picks_the_prior_the_others_derive_from():
+    """Uniformity prefers pure noise (the most spread); consensus picks the generating prior."""
+    rng = np.random.default_rng(1)
+    n, latent = 400, rng.standard_normal((400, 6))
+    feats = [
+        rng.standard_normal((n, 16)),  # noise: very uniform, no shared signal
+        latent @ rng.standard_normal((6, 16)),  # the generator: everything the others hold
+        latent[:, :3] @ rng.standard_normal((3, 16)) + 0.3 * rng.standard_normal((n, 16)),
+        latent @ rng.standard_normal((6, 16)) + 0.8 * rng.standard_normal((n, 16)),
+    ]
+    embedded = [_embedded(f"p{k}", f) for k, f in enumerate(feats)]
+    projected = project_all(embedded, 16, 0)
+    shared = np.arange(0, n, 4)
+    by_v = merge_targets(embedded, projected, n, shared, g_max_samples=100)
+    by_c = merge_targets(embedded, projected, n, shared, g_max_samples=100, anchor_rule="consensus")
+    assert by_v.anchor == 0 and by_c.anchor == 1
+    assert by_c.consensus == by_v.consensus and int(np.argmin(by_c.consensus)) == 1
+    assert by_c.consensus[0] > 0.9  # noise predicts nothing and is predicted by nothing
+    expected = consensus_scores({k: p[shared] for k, p in enumerate(projected)}, folds=5, seed=0)
+    assert by_c.consensus == pytest.approx([expected[k] for k in range(4)])
+    # out-of-sample residuals to the anchor; the in-sample ones flatter (n = 16 < |S| = 100 here)
+    assert by_c.cv_residuals[1] == 0.0
+    for k in (0, 2, 3):
+        cv = cross_fitted_residual(projected[k][shared], projected[1][shared], folds=5, seed=0, ridge=1e-3)
+        assert by_c.cv_residuals[k] == pytest.approx(cv) and cv >= by_c.residuals[k] - 1e-9
+    with pytest.raises(ValueError, match="anchor rule"):
+        merge_targets(embedded, projected, n, shared, anchor_rule="median")
+
+
+def test_procrustes_alignment_is_passed_through():
+    data, embedded, projected, shared = _digits_round()
+    merged = merge_targets(embedded, projected, len(data), shared, g_max_samples=100, alignment="procrustes")
+    a = merged.anchor
+    other = next(k for k in range(3) if k != a)
+    fit = fit_alignment(projected[other][shared], projected[a][shared], method="procrustes")
+    rows = merged.participant == other
+    np.testing.assert_allclose(merged.targets[rows], fit.apply(projected[other][rows]), rtol=1e-6)
+    assert merged.residuals[other] == pytest.approx(fit.residual) and merged.alignment == "procrustes"
+    with pytest.raises(ValueError, match="alignment"):
+        merge_targets(embedded, projected, len(data), shared, alignment="cca")
+
+
+def test_standardize_removes_each_feature_dimension_scale_and_offset():
+    rng = np.random.default_rng(2)
+    feats = [rng.standard_normal((300, 10)) @ rng.standard_normal((10, 10)) for _ in range(3)]
+    scaled = [f * rng.uniform(0.01, 100.0, 10) + rng.uniform(-50, 50, 10) for f in feats]
+    shared = np.arange(0, 300, 5)
+    runs = []
+    for fs in (feats, scaled):
+        embedded = [_embedded(f"p{k}", f) for k, f in enumerate(fs)]
+        runs.append(
+            merge_targets(
+                embedded, project_all(embedded, 8, 3), 300, shared, seed=3, g_max_samples=60, standardize=True
+            )
+        )
+    assert runs[0].anchor == runs[1].anchor and runs[0].standardize
+    np.testing.assert_allclose(runs[0].targets, runs[1].targets, rtol=1e-3, atol=1e-3)
+    embedded = [_embedded(f"p{k}", f) for k, f in enumerate(scaled)]
+    plain = merge_targets(embedded, project_all(embedded, 8, 3), 300, shared, seed=3, g_max_samples=60)
+    assert not np.allclose(plain.targets, runs[1].targets, atol=1e-2)

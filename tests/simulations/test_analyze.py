@@ -180,3 +180,136 @@ def test_scatter_labels_of_coincident_points_do_not_overprint():
     boxes = {t.get_text(): t.get_window_extent() for t in ax.texts}
     assert not boxes["first prior"].overlaps(boxes["second prior"])
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- collaboration
+COLLAB_PRIORS = ["counting:a?dim=8", "counting:b?dim=24", "counting:c?dim=6"]
+
+
+def _collab_cfg(tmp_path, *overrides: str):
+    feds = (
+        "collaboration.federations=["
+        "{priors:[a,b,c]},"
+        "{priors:[a,b,c],redundancy:2,anchor-rule:consensus,alignment:procrustes,standardize:true},"
+        "{priors:[a,b,'counting:b?dim=24'],anchor-rule:consensus}]"
+    )
+    return _cfg(
+        tmp_path,
+        "collaboration.d_size=200",
+        "collaboration.val_size=100",
+        "collaboration.probe_train=150",
+        "collaboration.target-dim=8",
+        "collaboration.g-max-samples=64",
+        "+collaboration.priors.a='counting:a?dim=8'",
+        "+collaboration.priors.b='counting:b?dim=24'",
+        "+collaboration.priors.c='counting:c?dim=6'",
+        feds,
+        "collaboration.student.train.time_budget_s=0.3",
+        "collaboration.student.train.batch_size=50",
+        "data.test='npz:/nonexistent/test.npz'",  # never loaded: the analysis does not touch test
+        *overrides,
+    )
+
+
+def test_collaboration_rows_files_and_validation_split(tmp_path):
+    from simulations.analyze import Federation
+
+    result = run_analysis("collaboration", _collab_cfg(tmp_path), log=lambda s: None)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["analysis"] == "collaboration" and saved["rows"] == result["rows"]
+    assert (tmp_path / "collaboration.png").read_bytes()[:8] == PNG
+    csv_rows = list(csv.DictReader(open(tmp_path / "collaboration.csv")))
+    labels = [r["row"] for r in result["rows"]]
+    feds = [Federation.from_config(f) for f in result["config"]["collaboration"]["federations"]]
+    singles = ["a alone", "b alone", "c alone", "counting:b?dim=24 alone"]
+    assert labels == singles + [f.label for f in feds] and [r["row"] for r in csv_rows] == labels
+    assert feds[1].label == "a+b+c r=2 consensus procrustes std"
+    assert (result["d_size"], result["validation_size"], result["probe_train"]) == (200, 100, 150)
+    assert result["shared_samples"] == 20  # the tiny shared-fraction 0.1 of D (not of D + validation)
+    table = (tmp_path / "table.md").read_text()
+    assert "validation split of 100" in table and "test set is not used" in table
+    assert all(label in table for label in labels)
+    best = max(r["student_acc"] for r in result["rows"] if r["kind"] == "single")
+    assert result["best_single_student_acc"] == best
+    for r in result["rows"]:
+        assert 0.0 <= r["target_probe_acc"] <= 1.0 and 0.0 <= r["student_acc"] <= 1.0
+        assert r["vs_best_single_points"] == pytest.approx(100 * (r["student_acc"] - best))
+        assert r["data_seconds"] <= r["data_cpu_seconds"] + 1e-12 and r["train_seconds"] > 0
+    fed = [r for r in result["rows"] if r["kind"] == "federation"]
+    assert [r["redundancy"] for r in fed] == [1, 2, 1]
+    assert [r["anchor-rule"] for r in fed] == ["uniformity", "consensus", "consensus"]
+    for r in fed:
+        assert len(r["consensus"]) == len(r["cv_residuals"]) == r["participants"] == 3
+        assert r["cv_residuals"][r["anchor"]] == 0.0 and r["target_dim"] == 8
+        if r["anchor-rule"] == "consensus":
+            assert r["anchor"] == int(np.argmin(r["consensus"]))
+    # the duplicated prior b: one set of features, shared by both participants holding it
+    assert fed[2]["specs"] == ["counting:a?dim=8", "counting:b?dim=24", "counting:b?dim=24"]
+
+
+def test_collaboration_carves_disjoint_balanced_splits_and_caches_features(tmp_path):
+    from harness import EMBEDDED
+
+    from simulations.analyze import Collaboration
+
+    cfg = _collab_cfg(tmp_path)
+    cb = Collaboration(cfg, log=lambda s: None)
+    ids = cb.source_ids
+    assert len(np.unique(ids)) == len(ids) == 300 and cb.d == 200
+    labels = cb.data.labels
+    assert np.bincount(labels[:200]).tolist() == [20] * 10 and np.bincount(labels[200:]).tolist() == [10] * 10
+    assert np.all(cb.shared_ids < cb.d) and np.all(cb.labeled < cb.d)
+    before = EMBEDDED["counting:a?dim=8"]
+    first = cb.embedded("a")
+    assert EMBEDDED["counting:a?dim=8"] == before + 300
+    again = Collaboration(cfg, log=lambda s: None).embedded("a")  # a re-run: from the disk cache
+    assert EMBEDDED["counting:a?dim=8"] == before + 300
+    np.testing.assert_array_equal(again.features, first.features)
+    assert again.seconds == first.seconds and len(list((tmp_path / "features").glob("*.npz"))) == 1
+    other_seed = Collaboration(_collab_cfg(tmp_path, "seed=1"), log=lambda s: None)
+    assert not np.array_equal(other_seed.source_ids, ids)
+    other_seed.embedded("a")
+    assert EMBEDDED["counting:a?dim=8"] == before + 600
+
+
+def test_collaboration_rejects_bad_federations_and_human_priors(tmp_path):
+    from simulations.analyze import Collaboration, Federation
+
+    with pytest.raises(ValueError, match="anchor-rule"):
+        Federation.from_config({"priors": ["a", "b"], "anchor-rule": "median"})
+    with pytest.raises(ValueError, match="redundancy"):
+        Federation.from_config({"priors": ["a", "b"], "redundancy": 3})
+    with pytest.raises(ValueError, match="takes only"):
+        Federation.from_config({"priors": ["a"], "anchor_rule": "consensus"})  # snake case: a typo
+    cb = Collaboration(_collab_cfg(tmp_path), log=lambda s: None)
+    with pytest.raises(ValueError, match="human prior"):
+        cb.embedded("human")
+
+
+def test_collaboration_cifar10_profile_matches_the_benchmark_student():
+    """The cifar10 profile: the cpu benchmark's student and optimizer, a shorter budget, the issue's rows."""
+    import yaml
+
+    from coopt_flwr.config import CONF_DIR
+    from simulations.analyze import Federation
+
+    with initialize_config_dir(config_dir=CONF_PATH, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["profile=cifar10"])
+    c = cfg.collaboration
+    cpu = yaml.safe_load((CONF_DIR / "profile" / "cpu.yaml").read_text())
+    train = dict(c.student.train)
+    assert train.pop("time_budget_s") == 150
+    assert train == {k: v for k, v in cpu["train"].items() if k != "time_budget_s"}
+    assert {k: c.student[k] for k in cpu["student"]} == cpu["student"]
+    assert c["target-dim"] == cpu["coopt"]["target-dim"] and (c.d_size, c.val_size) == (10000, 2000)
+    feds = [Federation.from_config(f) for f in c.federations]
+    assert [f.label for f in feds] == [
+        "lite0+lite1+lite2+resnet18 r=1 uniformity ridge",
+        "lite0+lite1+lite2+resnet18 r=1 consensus ridge",
+        "lite0+lite1+lite2+resnet18 r=2 consensus ridge",
+        "lite0+lite1+lite2+resnet18 r=2 consensus procrustes",
+        "lite0+lite1+lite2+resnet18 r=3 consensus ridge",
+        "lite0+lite1+lite2+lite2 r=1 consensus ridge",
+        "lite0+lite1+lite2+lite2 r=2 consensus ridge",
+    ]
+    assert c.priors.resnet18 == "timm:resnet18?size=32" and c.priors.lite2 == "efficientnet_lite2?size=160"
