@@ -210,9 +210,33 @@ def _train_config(cfg: DictConfig) -> Any:
     )
 
 
+def benchmark_priors(mix: str) -> list[str]:
+    """The prior entries of a named mix, refusing human priors.
+
+    A ``human`` prior's targets are the data set's labels: a student regressing them would be
+    supervised, and its linear probe could not be compared with self-supervised baselines.
+
+    Raises
+    ------
+    ValueError
+        If any stage of any entry of the mix is a ``human`` prior, naming the mix.
+    """
+    from coopt_flwr.config import load_mix
+    from coopt_flwr.protocol.evolution import parse_path
+    from coopt_flwr.registry.spec import parse_spec
+
+    entries = load_mix(mix)
+    human = [e for e in entries if any(parse_spec(s).name == "human" for s in parse_path(e))]
+    if human:
+        raise ValueError(
+            f"benchmark mix {mix!r} holds human priors {human}: their targets are labels, which "
+            "must not reach the benchmark's students; use a mix of model priors"
+        )
+    return entries
+
+
 def run_protocol(cfg: DictConfig, name: str, mix: str, out: Path) -> dict[str, Any]:
     """Run the CoOpt protocol through Flower for one variant; return its summary."""
-    from coopt_flwr.config import load_mix
     from simulations.run import launch
 
     run_config = run_config_overrides(
@@ -220,7 +244,7 @@ def run_protocol(cfg: DictConfig, name: str, mix: str, out: Path) -> dict[str, A
         cfg.coopt,
         {
             "dataset": _spec(cfg, "train.npz", cfg.data.subset),
-            "priors": load_mix(mix),
+            "priors": benchmark_priors(mix),
             "output-dir": str(out / f"protocol-{name}"),
         },
     )
@@ -368,6 +392,8 @@ def run_ssl(cfg: DictConfig, name: str, train: Any, probe: Callable, log: Callab
 
 def run_benchmark(cfg: DictConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every method of the profile and write the results; returns ``results.json``."""
+    for mix in cfg.coopt.variants.values():
+        benchmark_priors(str(mix))  # refuse a human mix before any work is done
     out = output_folder(cfg)
     train, test, probe, n_probe = _data_and_probe(cfg)
     log(

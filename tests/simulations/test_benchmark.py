@@ -9,6 +9,7 @@ import pytest
 
 from simulations.benchmark import (
     aggregate,
+    benchmark_priors,
     best_ssl,
     markdown_table,
     ordered,
@@ -35,6 +36,22 @@ def _result(seed: int, coopt: float, byol: float) -> dict:
         "data_optimization": {},
         "time_to_byol_final": {},
     }
+
+
+@pytest.mark.parametrize("mix", ["human", "diverse-human", "default"])
+def test_a_mix_with_human_priors_is_refused(mix: str) -> None:
+    # Labels must not reach the benchmark's students: every mix holding a human prior is refused.
+    with pytest.raises(ValueError, match=rf"benchmark mix '{mix}' holds human priors"):
+        benchmark_priors(mix)
+
+
+def test_a_mix_of_model_priors_is_accepted() -> None:
+    assert benchmark_priors("diverse") == [
+        "efficientnet_lite0?size=64",
+        "efficientnet_lite1?size=64",
+        "efficientnet_lite2?size=64",
+        "timm:resnet18?size=64",
+    ]
 
 
 def test_time_to_reach_uses_probe_points_only():
