@@ -994,7 +994,7 @@ def analyze_collaboration(
     for name in names:  # embed each prior once, up front (the slow part, with progress)
         cb.embedded(name)
     rows: list[dict[str, Any]] = []
-    for name in names:
+    for name in names if cfg.collaboration.get("singles", True) else []:  # false: federations only
         rows.append(_single_row(cb, name))
         _write_collaboration(cb, rows)
     for fed in feds:
