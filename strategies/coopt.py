@@ -74,8 +74,9 @@ from coopt_flwr.protocol.merge import (
     check_ids,
     check_targets,
 )
+from coopt_flwr.protocol.shards import disjoint_shards, reassign_lost
 from coopt_flwr.protocol.uniformity import uniformity
-from coopt_flwr.registry.datasets import ImageData, shard_split, shared_subset
+from coopt_flwr.registry.datasets import ImageData, shared_subset
 from coopt_flwr.store.report import format_summary
 from coopt_flwr.store.storage import OPTIMIZED_FILE, SUMMARY_FILE, write_json, write_tensors
 from strategies.checkpoint import Checkpoint, Checkpoints, PlatformState, RoundState
@@ -539,36 +540,9 @@ class CoOptStrategy:
         return max(1.0 - rec.residual_oos**2, MIN_ENSEMBLE_WEIGHT)
 
     def assign_shards(self, partitions: list[int], num_partitions: int) -> dict[int, np.ndarray]:
-        """Seeded random disjoint split of all ids, one shard per partition of the federation.
-
-        Shards are stable across rounds (a participant keeps its shard, so its cached
-        features stay valid); the shards of partitions that are absent this round are split
-        among the present ones.
-
-        Parameters
-        ----------
-        partitions
-            Distinct partition ids of the accepted participants.
-        num_partitions
-            Size of the federation (at least ``max(partitions) + 1``).
-
-        Returns
-        -------
-        dict
-            Partition id → int64 sorted ids; together every id of D exactly once.
-        """
-        if not partitions:
-            raise ValueError("no partitions to assign shards to")
-        num_partitions = max(num_partitions, max(partitions) + 1)
-        parts = shard_split(self.num_samples, num_partitions, self.settings.seed)
-        present = sorted(partitions)
-        absent = [p for p in range(num_partitions) if p not in set(present)]
-        shards = {p: parts[p] for p in present}
-        if absent:
-            orphans = np.concatenate([parts[p] for p in absent])
-            for p, extra in zip(present, np.array_split(orphans, len(present)), strict=True):
-                shards[p] = np.concatenate([shards[p], extra])
-        return {p: np.sort(ids) for p, ids in shards.items()}
+        """Disjoint shards of D over the accepted partitions, stable across rounds
+        (:func:`coopt_flwr.protocol.shards.disjoint_shards` with the run seed)."""
+        return disjoint_shards(self.num_samples, partitions, num_partitions, self.settings.seed)
 
     def assign_redundant_shards(self, partitions: list[int], redundancy: int) -> dict[int, np.ndarray]:
         """Every id of D to ``redundancy`` distinct partitions, preferably of different priors.
@@ -688,36 +662,11 @@ class CoOptStrategy:
         return reassigned
 
     def _reassign_redundant(self, lost: list[np.ndarray], healthy: list[NodeRecord]) -> dict[int, np.ndarray]:
-        """Give each lost contribution to a healthy participant not yet contributing that sample.
-
-        An id lost by two failed participants needs two new contributors: one pass per copy.
-        Within a pass the candidates are tried round-robin from a per-id start (balanced loads);
-        an id every healthy participant already holds keeps fewer contributions (reported).
-
-        Returns
-        -------
-        dict
-            Node id → int64 sorted ids it is now asked for (nodes with none left out).
-        """
+        """Each lost contribution to a healthy participant not yet contributing that sample
+        (:func:`coopt_flwr.protocol.shards.reassign_lost`); node id → ids, nodes with none left out."""
         assert self.contributions is not None
-        parts = np.array([r.partition_id for r in healthy], dtype=np.int64)
-        ids, copies = np.unique(np.concatenate(lost), return_counts=True)
-        owners = self.contributions.owner[:, ids]  # (r, L) who holds each id now
-        taken = (owners[None, :, :] == parts[:, None, None]).any(axis=1).T  # (L, H)
-        h = len(parts)
-        picked: list[list[np.ndarray]] = [[] for _ in range(h)]
-        for copy in range(int(copies.max())):
-            todo = np.flatnonzero(copies > copy)
-            order = (todo[:, None] + copy + np.arange(h)[None, :]) % h  # candidates, per id
-            free = ~taken[todo[:, None], order]
-            ok = free.any(axis=1)
-            col = order[np.arange(len(todo)), free.argmax(axis=1)]
-            todo, col = todo[ok], col[ok]
-            taken[todo, col] = True
-            for j in range(h):
-                picked[j].append(ids[todo[col == j]])
-        out = {rec.node_id: np.sort(np.concatenate(p)) for rec, p in zip(healthy, picked, strict=True)}
-        return {node: ids for node, ids in out.items() if len(ids)}
+        picked = reassign_lost(lost, self.contributions.owner, [r.partition_id for r in healthy])
+        return {rec.node_id: ids for rec, ids in zip(healthy, picked, strict=True) if len(ids)}
 
     def _align_exchanges(
         self,
