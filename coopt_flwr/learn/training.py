@@ -100,7 +100,7 @@ class TrainConfig:
         schedule, e.g. dense early where time-to-accuracy is decided); combines with
         ``eval_every_s``.
     checkpoint_dir : str or None
-        Write ``epoch_XXXX.pt`` after every completed epoch and ``last.pt`` at the end.
+        Write ``epoch_NNNN.pt`` after every completed epoch and ``last.pt`` at the end.
     progress : bool
         Show a tqdm progress bar on stderr.
     """
@@ -347,7 +347,7 @@ def load_checkpoint(path: str | Path, modules: Sequence[nn.Module]) -> dict[str,
     Parameters
     ----------
     path : str or Path
-        An ``epoch_XXXX.pt`` or ``last.pt`` file.
+        An ``epoch_NNNN.pt`` or ``last.pt`` file.
     modules : sequence of nn.Module
         The modules that were trained, in the order given to :func:`fit`.
 
