@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ import torch
 from torch import nn
 
 from coopt_flwr.devices import resolve_device, tune_cpu_allocator
+from coopt_flwr.store.storage import atomic_write
 
 __all__ = [
     "OPTIMIZERS",
@@ -320,25 +319,13 @@ class _TrainClock:
                 self.start()
 
 
-def _atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_checkpoint(
     path: Path, modules: Sequence[nn.Module], *, epoch: float, step: int, train_seconds: float
 ) -> None:
     # Tensors go to the CPU so that a checkpoint written on a GPU loads anywhere.
     states = [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in modules]
     payload = {"modules": states, "epoch": epoch, "step": step, "train_seconds": train_seconds}
-    _atomic_torch_save(payload, path)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | Path, modules: Sequence[nn.Module]) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import numpy as np
 
 from coopt_flwr.registry.registry import Registry, UnknownNameError
 from coopt_flwr.registry.spec import Spec, check_options, parse_spec, reject_arg, require_arg
+from coopt_flwr.store.storage import atomic_write
 
 __all__ = [
     "DEFAULT_DATASET",
@@ -448,28 +448,9 @@ def _decode_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return x, y
 
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is plain public data
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a file object: np.save would append ".npy" to a bare name
+        np.save(fh, array, allow_pickle=False)
 
 
 def npz_cache_entry(path: Path) -> Path:
@@ -499,12 +480,12 @@ def _load_npz_cache(entry: Path) -> tuple[np.ndarray, np.ndarray | None] | None:
 
 def _store_npz_cache(entry: Path, source: Path, x: np.ndarray, y: np.ndarray | None) -> None:
     entry.mkdir(parents=True, exist_ok=True)
-    _atomic_save_npy(entry / "x.npy", x)
+    atomic_write(entry / "x.npy", lambda tmp: _save_npy(tmp, x), mode=0o644)  # plain public data
     if y is not None:
-        _atomic_save_npy(entry / "y.npy", y)
+        atomic_write(entry / "y.npy", lambda tmp: _save_npy(tmp, y), mode=0o644)
     # meta.json is written last: its presence marks the entry complete.
     meta = {"source": str(source), "has_y": y is not None, "x_shape": list(x.shape)}
-    _atomic_write_text(entry / "meta.json", json.dumps(meta))
+    atomic_write(entry / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta), "utf-8"), mode=0o644)
 
 
 @register_dataset("npz")

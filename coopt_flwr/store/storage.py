@@ -26,12 +26,21 @@ _ST_DTYPES = {
 }
 
 
-def _atomic(path: Path, write: Any) -> Path:
+def atomic_write(path: Path, write: Any, mode: int | None = None) -> Path:
+    """Write ``path`` atomically: ``write(tmp)`` fills a temp file beside it, then a rename.
+
+    Readers see the old file or the new one, never a half-written one; on any error the temp
+    file is removed and the old file stays. ``mode`` sets the permissions (``mkstemp`` makes
+    0600 files); None keeps 0600.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -72,7 +81,7 @@ def write_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str
                 if a.nbytes:
                     fh.write(memoryview(a.reshape(-1)).cast("B"))
 
-    return _atomic(Path(path), write)
+    return atomic_write(Path(path), write)
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -83,7 +92,7 @@ def write_json(path: Path, data: Any) -> Path:
             json.dump(data, fh, indent=2, default=_jsonable)
             fh.write("\n")
 
-    return _atomic(Path(path), write)
+    return atomic_write(Path(path), write)
 
 
 def _jsonable(obj: Any) -> Any:
