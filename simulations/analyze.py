@@ -58,7 +58,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from coopt_flwr.config import CONF_DIR
-from coopt_flwr.store.storage import write_json
+from coopt_flwr.store.storage import atomic_write, write_json
 from simulations.common import (
     balanced_splits,
     dataset_spec,
@@ -742,6 +742,11 @@ class _SkippingProbe:
         return float(self.probe(backbone))
 
 
+def _savez(path: str, **arrays: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a file object: np.savez would append ".npz" to a bare name
+        np.savez(fh, **arrays)
+
+
 class Collaboration:
     """D and a disjoint validation split carved from labeled training images, each prior's
     features of both cached on disk, probes scored on the validation split only.
@@ -811,11 +816,8 @@ class Collaboration:
             self.log(f"[collaboration] {name}: features from {path.name} (embedded in {e.seconds:.0f} s)")
         else:
             e = self._embed(name)
-            path.parent.mkdir(parents=True, exist_ok=True)
             meta = json.dumps({"spec": e.spec, "kind": e.kind, "seconds": e.seconds})
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, ids=e.ids, features=e.features, meta=np.array(meta))
-            tmp.replace(path)
+            atomic_write(path, lambda tmp: _savez(tmp, ids=e.ids, features=e.features, meta=np.array(meta)))
         if e.kind == "human":
             raise ValueError(f"{name}: a human prior embeds labels, also of the validation split")
         self._embedded[name] = e

@@ -61,9 +61,9 @@ from coopt_flwr.config import Settings
 from coopt_flwr.devices import current_rss_mb, trim_heap
 from coopt_flwr.protocol import messages as P
 from coopt_flwr.protocol import screening
-from coopt_flwr.protocol.alignment import cross_fitted_residual
+from coopt_flwr.protocol.alignment import cross_fitted_residual, cv_folds
 from coopt_flwr.protocol.anchor import choose_anchor
-from coopt_flwr.protocol.consensus import consensus_scores
+from coopt_flwr.protocol.consensus import CONSENSUS_PARTNERS, consensus_scores
 from coopt_flwr.protocol.ensemble import assign_redundant
 from coopt_flwr.protocol.evolution import choose_upgrades
 from coopt_flwr.protocol.inconsistency import inconsistency
@@ -100,18 +100,9 @@ what it returns is recorded as the round's ``metrics`` in the summary."""
 
 _BAD_REPLY = (ReplyError, KeyError, TypeError, ValueError)
 
-#: Anchor-rule ``consensus``: each participant is scored against at most this many seeded
-#: partners, so choosing the anchor costs about 2·K·8 cross-fits however large K grows.
-CONSENSUS_PARTNERS = 8
 #: ``ensemble-weighting`` ``residual``: the smallest weight of a contribution, so a sample
 #: whose contributors all align badly still gets a (plain) mean.
 MIN_ENSEMBLE_WEIGHT = 1e-3
-
-
-def _folds(shared: int) -> int | None:
-    """Folds of the cross-fitted scores on |S| = ``shared`` rows; ``None`` when S is too small."""
-    folds = min(5, shared)
-    return folds if shared - -(-shared // folds) >= 2 else None
 
 
 def _error_reason(reply: Message) -> str:
@@ -169,7 +160,7 @@ class CoOptStrategy:
         self.shared_ids = shared_subset(num_samples, settings.shared_fraction, settings.seed)
         if len(self.shared_ids) < 2:
             raise ValueError("the shared set needs at least 2 samples")
-        if settings.anchor_rule == "consensus" and _folds(len(self.shared_ids)) is None:
+        if settings.anchor_rule == "consensus" and cv_folds(len(self.shared_ids)) is None:
             raise ValueError("anchor-rule 'consensus' needs a shared set of at least 3 samples")
         self.shared_arrays: dict[str, np.ndarray] = {}
         if self.local:
@@ -498,7 +489,7 @@ class CoOptStrategy:
             scores = consensus_scores(
                 {p: r.shared_targets for p, r in ok.items()},
                 ridge=self.settings.ridge,
-                folds=_folds(len(self.shared_ids)) or 2,
+                folds=cv_folds(len(self.shared_ids)),
                 seed=self.settings.seed,
                 partners=CONSENSUS_PARTNERS,
             )
@@ -515,7 +506,7 @@ class CoOptStrategy:
         The in-sample residual a node reports goes to 0 as n approaches |S|, whatever the
         prior; the cross-fitted one (run-config ``alignment`` and ``ridge``) does not.
         """
-        folds = _folds(len(self.shared_ids))
+        folds = cv_folds(len(self.shared_ids))
         for rec in _accepted(records):
             if rec is anchor:
                 rec.residual_oos = 0.0

@@ -245,3 +245,12 @@ class Standardizer:
     def invert(self, y: np.ndarray) -> np.ndarray:
         """(N, n) z-scores → (N, n) targets in the original units, float64."""
         return self._check(y).astype(np.float64) * self.scale + self.mean
+
+
+def cv_folds(num_rows: int, max_folds: int = 5) -> int | None:
+    """Folds for cross-fitting ``num_rows`` rows, at most ``max_folds``, such that every training
+    part keeps at least 2 rows; ``None`` when no split into 2 or more folds allows that."""
+    for folds in range(min(max_folds, num_rows), 1, -1):
+        if num_rows - -(-num_rows // folds) >= 2:
+            return folds
+    return None

@@ -39,7 +39,12 @@ import numpy as np
 
 from coopt_flwr.protocol.alignment import Standardizer, cross_fitted_residual
 
-__all__ = ["consensus_scores", "effective_rank", "pairwise_residuals", "partner_sets"]
+__all__ = ["CONSENSUS_PARTNERS", "consensus_scores", "effective_rank", "pairwise_residuals", "partner_sets"]
+
+
+#: Anchor-rule ``consensus``: each participant is scored against at most this many seeded
+#: partners, so choosing the anchor costs about 2·K·8 cross-fits however large K grows.
+CONSENSUS_PARTNERS = 8
 
 
 def _prepared(shared: Mapping[int, np.ndarray], standardize: bool) -> dict[int, np.ndarray]:

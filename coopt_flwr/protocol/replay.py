@@ -31,10 +31,11 @@ from coopt_flwr.protocol.alignment import (
     Alignment,
     Standardizer,
     cross_fitted_residual,
+    cv_folds,
     fit_alignment,
 )
 from coopt_flwr.protocol.anchor import choose_anchor, uniformity_order
-from coopt_flwr.protocol.consensus import consensus_scores
+from coopt_flwr.protocol.consensus import CONSENSUS_PARTNERS, consensus_scores
 from coopt_flwr.protocol.ensemble import assign_redundant, combine_targets
 from coopt_flwr.protocol.inconsistency import inconsistency
 from coopt_flwr.protocol.participant import FeatureCache, embed_ids
@@ -333,20 +334,14 @@ def _g(targets: Sequence[np.ndarray], g_max_samples: int, seed: int) -> float | 
     return inconsistency(targets, max_samples=g_max_samples, seed=seed) if len(targets) > 1 else None
 
 
-def _folds(num_shared: int) -> int | None:
-    """Folds for cross-fitting |S| rows (each training part needs >= 2 rows), None if too few."""
-    for folds in range(min(CV_FOLDS, num_shared), 1, -1):
-        if num_shared - -(-num_shared // folds) >= 2:
-            return folds
-    return None
-
-
 def _consensus(shared: Sequence[np.ndarray], ridge: float, seed: int) -> list[float] | None:
     """Consensus score of every participant's projected shared-set targets (None if undefined)."""
-    folds = _folds(len(shared[0]))
+    folds = cv_folds(len(shared[0]), CV_FOLDS)
     if len(shared) < 2 or folds is None:
         return None
-    scores = consensus_scores(dict(enumerate(shared)), ridge=ridge, folds=folds, seed=seed)
+    scores = consensus_scores(
+        dict(enumerate(shared)), ridge=ridge, folds=folds, seed=seed, partners=CONSENSUS_PARTNERS
+    )
     return [scores[i] for i in range(len(shared))]
 
 
@@ -363,7 +358,7 @@ def _cv_residuals(
     shared: Sequence[np.ndarray], anchor: int | None, alignment: str, ridge: float, seed: int
 ) -> list[float]:
     """Out-of-sample residual of each participant's alignment to the anchor on S."""
-    folds = _folds(len(shared[0]))
+    folds = cv_folds(len(shared[0]), CV_FOLDS)
     out = []
     for i, s in enumerate(shared):
         if anchor is None or i == anchor:
