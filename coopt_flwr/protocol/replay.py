@@ -29,7 +29,6 @@ import numpy as np
 from coopt_flwr.protocol.alignment import (
     METHODS,
     Alignment,
-    Standardizer,
     cross_fitted_residual,
     cv_folds,
     fit_alignment,
@@ -38,8 +37,8 @@ from coopt_flwr.protocol.anchor import choose_anchor, uniformity_order
 from coopt_flwr.protocol.consensus import CONSENSUS_PARTNERS, consensus_scores
 from coopt_flwr.protocol.ensemble import assign_redundant, combine_targets
 from coopt_flwr.protocol.inconsistency import inconsistency
-from coopt_flwr.protocol.participant import FeatureCache, embed_ids
-from coopt_flwr.protocol.projection import project, projection_matrix
+from coopt_flwr.protocol.participant import FeatureCache, embed_ids, prior_targets
+from coopt_flwr.protocol.projection import projection_matrix
 from coopt_flwr.protocol.uniformity import uniformity
 from coopt_flwr.registry.datasets import ImageData, shard_split
 
@@ -132,14 +131,16 @@ def project_all(
     dimension with a :class:`~coopt_flwr.protocol.alignment.Standardizer` fitted on its
     features of those ids (the run-config's ``standardize``).
     """
-    out = []
-    for e in embedded:
-        x = e.features
-        if standardize_on is not None:
-            ids = np.asarray(standardize_on, dtype=np.int64)
-            x = Standardizer.fit(e.rows(ids)).apply(x).astype(np.float32)
-        out.append(project(x, projection_matrix(x.shape[1], target_dim, seed)))
-    return out
+    ids = None if standardize_on is None else np.asarray(standardize_on, dtype=np.int64)
+    return [  # the participant's own function, so the replay's targets are the protocol's
+        prior_targets(
+            e.features,
+            e.features if ids is None else e.rows(ids),
+            projection_matrix(e.features.shape[1], target_dim, seed),
+            standardize=ids is not None,
+        )
+        for e in embedded
+    ]
 
 
 def anchor_for(values: Sequence[float], mode: str) -> int | None:
