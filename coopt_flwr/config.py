@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from coopt_flwr.protocol.alignment import RIDGE_AUTO
 from coopt_flwr.protocol.evolution import format_path, parse_path
 
 
@@ -38,7 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "prior-mix": "",
     "shared-fraction": 0.1,
     "target-dim": 64,
-    "ridge": 0.001,
+    "ridge": "auto",
     "seed": 42,
     "min-nodes": 2,
     "node-wait-timeout": 120.0,
@@ -59,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "anchor-rule": "uniformity",
     "alignment": "ridge",
     "standardize-targets": False,
+    "shard-max-residual": 0.95,
 }
 
 #: ``data-mode`` values: the platform owns D and assigns shards, or every node brings its own data.
@@ -119,6 +121,20 @@ def _entry(p: object) -> str | None:
     return None
 
 
+def _ridge(value: object) -> float | None:
+    """The run-config's ``ridge``: a relative strength ≥ 0, or ``"auto"`` (None: chosen each
+    round by cross-fitted residual on the shared set, :func:`coopt_flwr.protocol.alignment.select_ridge`)."""
+    if isinstance(value, str) and value.strip().lower() == RIDGE_AUTO:
+        return None
+    try:
+        ridge = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"ridge must be a number >= 0 or {RIDGE_AUTO!r}, got {value!r}") from None
+    if not ridge >= 0 or ridge == float("inf"):
+        raise ValueError(f"ridge must be a finite number >= 0 or {RIDGE_AUTO!r}, got {value!r}")
+    return ridge
+
+
 def _is_list(value: object) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
@@ -137,7 +153,7 @@ class Settings:
     priors: tuple[str, ...]
     shared_fraction: float
     target_dim: int
-    ridge: float
+    ridge: float | None  # None: "auto", chosen each round on the shared set
     seed: int
     min_nodes: int
     node_wait_timeout: float
@@ -159,6 +175,7 @@ class Settings:
     anchor_rule: str
     alignment: str
     standardize_targets: bool
+    shard_max_residual: float
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -191,12 +208,10 @@ class Settings:
         _positive(c, "node-wait-timeout", "step-timeout")
         if int(c["max-reassign"]) < 0:
             raise ValueError(f"max-reassign must be >= 0, got {c['max-reassign']}")
-        if float(c["ridge"]) < 0:
-            raise ValueError(f"ridge must be >= 0, got {c['ridge']}")
         mode = str(c["data-mode"]).strip()
         if mode not in DATA_MODES:
             raise ValueError(f"data-mode must be one of {DATA_MODES}, got {mode!r}")
-        _positive(c, "screen-max-residual", "screen-max-tv", "upload-max-samples")
+        _positive(c, "screen-max-residual", "screen-max-tv", "upload-max-samples", "shard-max-residual")
         redundancy = _redundancy(c["redundancy"], mode)
         out = str(c["output-dir"]).strip()
         output_dir = Path(out) if out else Path("outputs") / time.strftime("%Y%m%d-%H%M%S")
@@ -207,7 +222,7 @@ class Settings:
             priors=tuple(priors),
             shared_fraction=fraction,
             target_dim=int(c["target-dim"]),
-            ridge=float(c["ridge"]),
+            ridge=_ridge(c["ridge"]),
             seed=int(c["seed"]),
             min_nodes=int(c["min-nodes"]),
             node_wait_timeout=float(c["node-wait-timeout"]),
@@ -227,6 +242,7 @@ class Settings:
             anchor_rule=_choice(c, "anchor-rule", ANCHOR_RULES),
             alignment=_choice(c, "alignment", ALIGNMENTS),
             standardize_targets=_bool(c["standardize-targets"], "standardize-targets"),
+            shard_max_residual=float(c["shard-max-residual"]),
             upgrade_fraction=upgrade_fraction,
             paths=paths,
         )

@@ -45,6 +45,7 @@ FINGERPRINT_KEYS = (
     "anchor_rule",
     "alignment",
     "standardize_targets",
+    "shard_max_residual",
 )
 """Settings that must match for a checkpoint to be resumed (num-rounds may grow: more rounds)."""
 
@@ -55,6 +56,7 @@ _LEGACY_FINGERPRINT = {
     "anchor_rule": "uniformity",
     "alignment": "ridge",
     "standardize_targets": False,
+    "shard_max_residual": None,
 }
 
 _MERGED_ARRAYS = ("targets", *MergedTargets.COLUMNS)
@@ -136,6 +138,7 @@ class RoundState:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     redundancy: int = 1  # contributions asked per sample this round (clipped to the participants)
     fewer: int = 0  # samples merged from fewer than ``redundancy`` contributions this round
+    ridge: float | None = None  # the round's alignment ridge (run-config "auto": chosen on S)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -144,6 +147,7 @@ class RoundState:
             "upgraded": self.upgraded,
             "redundancy": self.redundancy,
             "fewer-contributions": self.fewer,
+            "ridge": self.ridge,
         }
 
 
@@ -264,6 +268,7 @@ class Checkpoints:
             phase_seconds=dict(ck["phase-seconds"]),
             redundancy=int(ck["state"].get("redundancy", 1)),
             fewer=int(ck["state"].get("fewer-contributions", 0)),
+            ridge=ck["state"].get("ridge"),
         )
         checkpoint = Checkpoint(int(ck["round"]), ck["phase"], records, anchor, state)
         return checkpoint, platform

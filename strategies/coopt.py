@@ -61,7 +61,7 @@ from coopt_flwr.config import Settings
 from coopt_flwr.devices import current_rss_mb, trim_heap
 from coopt_flwr.protocol import messages as P
 from coopt_flwr.protocol import screening
-from coopt_flwr.protocol.alignment import cross_fitted_residual, cv_folds
+from coopt_flwr.protocol.alignment import RIDGE_AUTO_FALLBACK, cross_fitted_residual, cv_folds, resolve_ridge
 from coopt_flwr.protocol.anchor import choose_anchor
 from coopt_flwr.protocol.consensus import CONSENSUS_PARTNERS, consensus_scores
 from coopt_flwr.protocol.ensemble import assign_redundant
@@ -74,7 +74,7 @@ from coopt_flwr.protocol.merge import (
     check_ids,
     check_targets,
 )
-from coopt_flwr.protocol.shards import disjoint_shards, reassign_lost
+from coopt_flwr.protocol.shards import disjoint_shards, quality_gate, reassign_lost
 from coopt_flwr.protocol.uniformity import uniformity
 from coopt_flwr.registry.datasets import ImageData, shared_subset
 from coopt_flwr.store.report import format_summary
@@ -174,6 +174,8 @@ class CoOptStrategy:
         # Redundancy > 1: the round's contributions, kept apart until its alignment phase ends.
         self.contributions: RoundContributions | None = None
         self.checkpoints = Checkpoints(settings)
+        # The alignment's ridge strength: the run-config's, or chosen each round on S ("auto").
+        self.ridge = RIDGE_AUTO_FALLBACK if settings.ridge is None else settings.ridge
         # What the platform carries across rounds (see PlatformState); checkpointed.
         self.namespace: dict[str, dict[str, int]] = {}  # local mode: name -> offset, count, partition
         self.num_partitions = 0  # the federation's size, as the nodes report it
@@ -306,7 +308,6 @@ class CoOptStrategy:
             P.TARGET_DIM: s.target_dim,
             P.DATASET: s.dataset,
             P.DATA_ROOT: s.data_root,
-            P.RIDGE: s.ridge,
             P.DATA_MODE: s.data_mode,
             P.STAGES: self.stage_table(),
         }
@@ -488,7 +489,7 @@ class CoOptStrategy:
         if self.settings.anchor_rule == "consensus" and len(ok) >= 2:
             scores = consensus_scores(
                 {p: r.shared_targets for p, r in ok.items()},
-                ridge=self.settings.ridge,
+                ridge=self.ridge,
                 folds=cv_folds(len(self.shared_ids)),
                 seed=self.settings.seed,
                 partners=CONSENSUS_PARTNERS,
@@ -499,6 +500,16 @@ class CoOptStrategy:
         # An accepted record has the platform's uniformity value (set before it is accepted).
         values = {p: r.uniformity for p, r in ok.items() if r.uniformity is not None}
         return ok[choose_anchor(values)]
+
+    def _round_ridge(self, records: dict[int, NodeRecord]) -> float:
+        """The round's ridge: the run-config's, or for ``auto`` the strength with the least
+        cross-fitted residual between the accepted participants' shared-set targets."""
+        if self.settings.ridge is not None:
+            return self.settings.ridge
+        shared = [r.shared_targets for r in sorted(_accepted(records), key=lambda r: r.partition_id)]
+        ridge = resolve_ridge(None, shared, seed=self.settings.seed) if shared else RIDGE_AUTO_FALLBACK
+        self.log(f"[coopt] ridge auto: {ridge:g} (least cross-fitted residual on S, {len(shared)} nodes)")
+        return ridge
 
     def _score_alignment(self, records: dict[int, NodeRecord], anchor: NodeRecord) -> None:
         """Each accepted participant's out-of-sample alignment residual to the anchor on S.
@@ -516,7 +527,7 @@ class CoOptStrategy:
                     anchor.shared_targets,
                     folds=folds,
                     seed=self.settings.seed,
-                    ridge=self.settings.ridge,
+                    ridge=self.ridge,
                     method=self.settings.alignment,
                 )
 
@@ -562,6 +573,7 @@ class CoOptStrategy:
         ok = _accepted(records)
         if self.local:  # a participant's shard is all of its own data, in its own index space
             return {r.node_id: np.arange(r.data_samples, dtype=np.int64) for r in ok}
+        ok = self._gate(ok)
         state.redundancy = min(self.settings.redundancy, len(ok))
         if state.redundancy < self.settings.redundancy:
             self.log(
@@ -574,6 +586,22 @@ class CoOptStrategy:
         else:
             shards = self.assign_shards(partitions, self.num_partitions)
         return {r.node_id: shards[r.partition_id] for r in ok}
+
+    def _gate(self, ok: list[NodeRecord]) -> list[NodeRecord]:
+        """The accepted participants that get a share of D (platform mode): those whose
+        out-of-sample residual to the anchor is within ``shard-max-residual``
+        (:func:`coopt_flwr.protocol.shards.quality_gate`); the others are marked ``gated``."""
+        residuals = {r.partition_id: r.residual_oos for r in ok}
+        kept = set(quality_gate(residuals, self.settings.shard_max_residual))
+        for rec in ok:
+            rec.gated = rec.partition_id not in kept
+            if rec.gated:
+                self.log(
+                    f"[coopt] participant {rec.partition_id} ({rec.prior}) gets no share of D this round: "
+                    f"out-of-sample residual {rec.residual_oos:.3f} > shard-max-residual "
+                    f"{self.settings.shard_max_residual:g}"
+                )
+        return [r for r in ok if not r.gated]
 
     # ------------------------------------------------------------------ phase 3: align and merge
     def _align_phase(
@@ -629,7 +657,7 @@ class CoOptStrategy:
                     "them (local data cannot be reassigned); they are picked up in a later round"
                 )
                 break
-            healthy = _accepted(records)
+            healthy = [r for r in _accepted(records) if not r.gated]
             what = "samples" if self.contributions is None else "contributions to samples"
             if attempt == self.settings.max_reassign or not healthy:
                 lost_what = "samples have no target" if self.contributions is None else f"{what} are lost"
@@ -716,7 +744,7 @@ class CoOptStrategy:
         return lost
 
     def _align_message(self, node: int, ids: np.ndarray, round_: int, anchor: NodeRecord) -> Message:
-        config = self._base_config(round_) | {P.IS_ANCHOR: node == anchor.node_id}
+        config = self._base_config(round_) | {P.IS_ANCHOR: node == anchor.node_id, P.RIDGE: self.ridge}
         arrays = {
             P.SHARD_IDS: ids,
             P.SHARED_IDS: self.shared_ids,
@@ -750,14 +778,14 @@ class CoOptStrategy:
             anchor.shared_targets,
             shared_aligned,
             residual,
-            ridge=s.ridge,
+            ridge=self.ridge,
             is_anchor=is_anchor,
             method=s.alignment,
         ) or screening.check_shard_distribution(
             rec.shared_targets,
             anchor.shared_targets,
             targets,
-            ridge=s.ridge,
+            ridge=self.ridge,
             is_anchor=is_anchor,
             max_tv=s.screen_max_tv,
             max_samples=s.g_max_samples,
@@ -801,6 +829,8 @@ class CoOptStrategy:
             if resume.anchor is None:
                 raise ValueError(f"the checkpoint after the {resume.phase} phase names no anchor")
             records, anchor, state = resume.records, resume.anchor, resume.state
+            if state.ridge is not None:
+                self.ridge = state.ridge
             self.log(f"[coopt] round {round_}: resumed after its {resume.phase} phase")
         if resume is None or resume.phase == "uniformity":
             t = time.perf_counter()
@@ -832,6 +862,7 @@ class CoOptStrategy:
         phases["uniformity"] = time.perf_counter() - t
 
         t = time.perf_counter()
+        state.ridge = self.ridge = self._round_ridge(records)
         anchor = self._choose_anchor(records)
         self._score_alignment(records, anchor)
         state.g_before = self._g([r.shared_targets for r in _accepted(records)])
@@ -867,6 +898,7 @@ class CoOptStrategy:
             upgraded=list(state.upgraded),
             redundancy=int(state.redundancy),
             fewer_contributions=int(state.fewer),
+            ridge=state.ridge,
         )
 
     def run(self, grid: GridLike) -> RunResult:

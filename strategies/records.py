@@ -51,6 +51,7 @@ class NodeRecord:
     residual: float | None = None  # in-sample alignment residual on S, as the node reports it
     residual_oos: float | None = None  # cross-fitted residual of its S targets to the anchor's
     consensus: float | None = None  # consensus anchor score (anchor-rule "consensus" only)
+    gated: bool = False  # no share of D this round: residual-oos above shard-max-residual
     data_samples: int = 0  # how many samples the node holds (its own data in local mode)
     samples: int = 0  # how many targets of it were merged this round
     status: Status = Status.PENDING
@@ -114,6 +115,7 @@ class RoundResult:
     upgraded: list[int] = field(default_factory=list)  # partitions that upgraded this round
     redundancy: int = 1  # contributions asked per sample (the run-config's, clipped to K)
     fewer_contributions: int = 0  # samples merged from fewer than ``redundancy`` contributions
+    ridge: float | None = None  # the alignment's ridge strength this round (chosen when "auto")
     metrics: dict[str, Any] = field(default_factory=dict)  # what the round hook reported
 
 

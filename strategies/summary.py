@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from coopt_flwr.config import DEFAULTS, Settings
+from coopt_flwr.protocol.alignment import RIDGE_AUTO
 from coopt_flwr.protocol.merge import MergedTargets
 from strategies.records import RoundResult
 
@@ -32,6 +33,8 @@ def config_summary(settings: Settings) -> dict[str, Any]:
         if key in values:
             v = values[key]
             config[key] = list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v
+    if settings.ridge is None:  # the run-config's spelling, not the dataclass's
+        config["ridge"] = RIDGE_AUTO
     return config
 
 
@@ -49,6 +52,7 @@ def round_summary(r: RoundResult) -> dict[str, Any]:
         "upgraded": r.upgraded,
         "redundancy": r.redundancy,
         "fewer-contributions": r.fewer_contributions,
+        "ridge": r.ridge,
         "metrics": r.metrics,
         "participants": [n.public() for n in r.nodes],
     }

@@ -39,6 +39,9 @@ def test_default_output_dir_is_absolute_and_timestamped():
         ({"shared-fraction": 1.5}, "shared-fraction"),
         ({"target-dim": 0}, "target-dim"),
         ({"ridge": -1.0}, "ridge"),
+        ({"ridge": "strong"}, "ridge must be a number >= 0 or 'auto'"),
+        ({"ridge": "inf"}, "ridge must be a finite number"),
+        ({"shard-max-residual": 0}, "shard-max-residual must be > 0"),
         ({"max-reassign": -1}, "max-reassign"),
         ({"priors": " , "}, "priors"),
         ({"no-such-key": 1}, "unknown run-config keys"),
@@ -143,3 +146,8 @@ def test_ensemble_and_alignment_keys_parse():
         True,
     )
     assert Settings.from_config({}, {"data-mode": "local", "redundancy": 1}).redundancy == 1
+
+
+@pytest.mark.parametrize("value,want", [("auto", None), ("AUTO", None), (0.5, 0.5), ("0.25", 0.25), (0, 0.0)])
+def test_ridge_is_a_strength_or_auto(value, want):
+    assert Settings.from_config({}, {"ridge": value}).ridge == want

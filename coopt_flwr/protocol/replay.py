@@ -6,7 +6,8 @@ replay the platform's and participants' steps with the very functions the protoc
 :func:`coopt_flwr.protocol.projection.projection_matrix` (W_k),
 :func:`coopt_flwr.protocol.uniformity.uniformity` on the projected shared-set targets (the
 platform's V), :func:`coopt_flwr.protocol.alignment.fit_alignment` (T_k),
-:func:`coopt_flwr.registry.datasets.shard_split` (the shards) and
+:func:`coopt_flwr.protocol.shards.disjoint_shards` (the shards, gated by
+:func:`coopt_flwr.protocol.shards.quality_gate` when asked) and
 :func:`coopt_flwr.protocol.inconsistency.inconsistency` (G on the shared set, before and after
 alignment).
 
@@ -28,10 +29,12 @@ import numpy as np
 
 from coopt_flwr.protocol.alignment import (
     METHODS,
+    RIDGE_AUTO,
     Alignment,
     cross_fitted_residual,
     cv_folds,
     fit_alignment,
+    resolve_ridge,
 )
 from coopt_flwr.protocol.anchor import choose_anchor, uniformity_order
 from coopt_flwr.protocol.consensus import CONSENSUS_PARTNERS, consensus_scores
@@ -39,8 +42,9 @@ from coopt_flwr.protocol.ensemble import assign_redundant, combine_targets
 from coopt_flwr.protocol.inconsistency import inconsistency
 from coopt_flwr.protocol.participant import FeatureCache, embed_ids, prior_targets
 from coopt_flwr.protocol.projection import projection_matrix
+from coopt_flwr.protocol.shards import disjoint_shards, quality_gate
 from coopt_flwr.protocol.uniformity import uniformity
-from coopt_flwr.registry.datasets import ImageData, shard_split
+from coopt_flwr.registry.datasets import ImageData
 
 __all__ = [
     "ANCHOR_MODES",
@@ -199,6 +203,10 @@ class Merged:
         (0 for the anchor and without alignment; NaN for fewer than 3 shared samples).
     contributors : np.ndarray or None
         int64 (N, r) the participants whose targets were averaged into each row, ascending.
+    ridge : float
+        The alignment's ridge strength (chosen on S when the replay was given ``"auto"``).
+    gated : list of int
+        Participants given no share of D (residual above ``shard_max_residual``).
     """
 
     targets: np.ndarray
@@ -217,6 +225,8 @@ class Merged:
     consensus: list[float] | None = None
     cv_residuals: list[float] = field(default_factory=list)
     contributors: np.ndarray | None = field(default=None, repr=False)
+    ridge: float = 1e-3
+    gated: list[int] = field(default_factory=list)
 
 
 def merge_targets(
@@ -227,13 +237,14 @@ def merge_targets(
     mode: str = "best",
     *,
     seed: int = 0,
-    ridge: float = 1e-3,
+    ridge: float | str | None = 1e-3,
     g_max_samples: int = 512,
     eval_ids: np.ndarray | None = None,
     anchor_rule: str = "uniformity",
     alignment: str = "ridge",
     standardize: bool = False,
     redundancy: int = 1,
+    shard_max_residual: float | None = None,
 ) -> Merged:
     """Replay one protocol round: shards, uniformity, anchor, alignment, merge, G.
 
@@ -244,13 +255,14 @@ def merge_targets(
         which must cover the shared set and the prior's shard.
     num_samples, shared_ids
         N = |D| (with r = 1 participant k gets shard k of
-        :func:`coopt_flwr.registry.datasets.shard_split`) and the int64 (|S|,) shared set.
+        :func:`coopt_flwr.protocol.shards.disjoint_shards`) and the int64 (|S|,) shared set.
     mode
         Anchor choice by ``anchor_rule``'s score, one of :data:`ANCHOR_MODES` (``best``: the protocol's).
     seed
         The run seed (W_k, shards, the redundant assignment, cross-fitting and the G estimate).
     ridge, g_max_samples
-        As the run-config keys ``ridge`` and ``g-max-samples``.
+        As the run-config keys ``ridge`` (a strength, or ``"auto"``/None: chosen on S by
+        :func:`coopt_flwr.protocol.alignment.resolve_ridge`) and ``g-max-samples``.
     eval_ids
         Optional int64 sample ids on which to measure ``g_eval`` (every prior's aligned targets
         of these same samples).
@@ -263,16 +275,25 @@ def merge_targets(
     redundancy
         r in [1, K]: every sample goes to r participants, of different priors where the loads
         allow (groups = equal specs), and its r aligned targets are averaged.
+    shard_max_residual
+        As the run-config's ``shard-max-residual``: participants whose cross-fitted residual
+        to the anchor exceeds it get no share of D (r is clipped to those kept); None: no gate.
     """
     shared_ids = _checked_shared_ids(embedded, projected, shared_ids, anchor_rule, alignment, redundancy)
     if standardize:
         projected = project_all(embedded, projected[0].shape[1], seed, standardize_on=shared_ids)
     shared = [p[np.searchsorted(e.ids, shared_ids)] for e, p in zip(embedded, projected, strict=True)]
     values = [uniformity(s) for s in shared]
-    consensus = _consensus(shared, ridge, seed)
+    fixed = None if ridge is None or ridge == RIDGE_AUTO else float(ridge)
+    strength = resolve_ridge(fixed, shared, seed=seed)
+    consensus = _consensus(shared, strength, seed)
     anchor = _anchor(values, consensus, anchor_rule, mode)
-    fits = _fits(shared, anchor, alignment, ridge)
-    assignment = _assignment(embedded, num_samples, seed, redundancy)
+    fits = _fits(shared, anchor, alignment, strength)
+    cv_residuals = _cv_residuals(shared, anchor, alignment, strength, seed)
+    kept = list(range(len(embedded)))
+    if shard_max_residual is not None:
+        kept = quality_gate(dict(enumerate(cv_residuals)), shard_max_residual)
+    assignment = _assignment(embedded, num_samples, seed, min(redundancy, len(kept)), kept)
     targets, contributors = _assemble(embedded, projected, fits, assignment, num_samples)
     uploaded = [fit.apply(s) for fit, s in zip(fits, shared, strict=True)]
     g_before, g_after = (_g(x, g_max_samples, seed) for x in (shared, uploaded))
@@ -291,8 +312,10 @@ def merge_targets(
         standardize=bool(standardize),
         redundancy=int(redundancy),
         consensus=consensus,
-        cv_residuals=_cv_residuals(shared, anchor, alignment, ridge, seed),
+        cv_residuals=cv_residuals,
         contributors=contributors,
+        ridge=strength,
+        gated=[i for i in range(len(embedded)) if i not in kept],
     )
 
 
@@ -376,17 +399,20 @@ def _cv_residuals(
 
 
 def _assignment(
-    embedded: Sequence[Embedded], num_samples: int, seed: int, redundancy: int
+    embedded: Sequence[Embedded], num_samples: int, seed: int, redundancy: int, kept: Sequence[int]
 ) -> list[np.ndarray]:
     """Sorted sample ids of each participant: the platform's shards (r = 1) or r copies of each
-    id spread over participants of different priors (groups = equal specs)."""
+    id spread over participants of different priors (groups = equal specs); only the ``kept``
+    participants get ids (the others an empty array), as the platform's shard plans do."""
     k = len(embedded)
     if redundancy == 1:
-        return [np.sort(ids) for ids in shard_split(num_samples, k, seed)]
-    specs = [e.spec for e in embedded]
-    groups = [specs.index(s) for s in specs]
-    by_part = assign_redundant(np.arange(num_samples, dtype=np.int64), range(k), groups, redundancy, seed)
-    return [by_part[i] for i in range(k)]
+        by_part = disjoint_shards(num_samples, kept, k, seed)
+    else:
+        specs = [embedded[i].spec for i in kept]
+        groups = [specs.index(s) for s in specs]
+        ids = np.arange(num_samples, dtype=np.int64)
+        by_part = assign_redundant(ids, kept, groups, redundancy, seed)
+    return [by_part.get(i, np.empty(0, dtype=np.int64)) for i in range(k)]
 
 
 def _assemble(

@@ -2,11 +2,16 @@ import numpy as np
 import pytest
 
 from coopt_flwr.protocol.alignment import (
+    RIDGE_AUTO_FALLBACK,
+    RIDGE_GRID,
     Alignment,
     Standardizer,
     cross_fitted_residual,
     fit_alignment,
     relative_residual,
+    resolve_ridge,
+    ridge_path_residuals,
+    select_ridge,
 )
 
 
@@ -168,3 +173,51 @@ def test_cross_fit_fold_errors(rows, folds):
     x = np.random.default_rng(0).standard_normal((rows, 2))
     with pytest.raises(ValueError):
         cross_fitted_residual(x, x, folds=folds)
+
+
+def test_ridge_path_is_the_cross_fitted_residual_of_every_strength():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((60, 24))
+    y = x[:, :10] @ rng.standard_normal((10, 12)) + 0.5 * rng.standard_normal((60, 12)) + 3.0
+    grid = [0.01, 0.3, 1.0, 30.0]
+    path = ridge_path_residuals(x, y, grid, folds=4, seed=3)
+    want = [cross_fitted_residual(x, y, folds=4, seed=3, ridge=r) for r in grid]
+    np.testing.assert_allclose(path, want, rtol=1e-8)
+
+
+@pytest.mark.parametrize("bad", [[], [0.0], [-1.0], [float("nan")]])
+def test_ridge_path_refuses_strengths_that_are_not_positive(bad):
+    x = np.random.default_rng(0).standard_normal((10, 3))
+    with pytest.raises(ValueError, match="strengths > 0"):
+        ridge_path_residuals(x, x, bad)
+
+
+def test_select_ridge_is_weak_for_an_exact_map_and_strong_for_unrelated_targets():
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((200, 8))
+    related = [base @ rng.standard_normal((8, 8)) for _ in range(3)]  # exact linear maps of each other
+    ridge, scores = select_ridge(related, folds=5, seed=0)
+    assert ridge == min(RIDGE_GRID) and scores.shape == (len(RIDGE_GRID),)
+    # n = 64 wide noise on |S| = 80: any fit over-fits, the strongest ridge predicts the mean best
+    unrelated = [rng.standard_normal((80, 64)) for _ in range(3)]
+    ridge, scores = select_ridge(unrelated, folds=5, seed=0)
+    assert ridge == max(RIDGE_GRID) and scores[-1] == scores.min()
+
+
+def test_select_ridge_scores_a_seeded_sample_of_pairs_when_there_are_many():
+    rng = np.random.default_rng(2)
+    shared = [rng.standard_normal((30, 4)) for _ in range(6)]  # 30 ordered pairs
+    a = select_ridge(shared, seed=5, max_pairs=4)
+    b = select_ridge(shared, seed=5, max_pairs=4)
+    assert a[0] == b[0] and np.array_equal(a[1], b[1])
+    with pytest.raises(ValueError, match="at least 2 participants"):
+        select_ridge(shared[:1])
+
+
+def test_resolve_ridge_keeps_a_fixed_strength_and_falls_back_where_nothing_can_be_cross_fitted():
+    rng = np.random.default_rng(3)
+    two = [rng.standard_normal((40, 5)), rng.standard_normal((40, 5))]
+    assert resolve_ridge(0.25, two) == 0.25
+    assert resolve_ridge(None, two) == select_ridge(two, folds=5, seed=0)[0]
+    assert resolve_ridge(None, two[:1]) == RIDGE_AUTO_FALLBACK
+    assert resolve_ridge(None, [a[:2] for a in two]) == RIDGE_AUTO_FALLBACK  # |S| = 2: no folds

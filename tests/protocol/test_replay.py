@@ -8,7 +8,7 @@ from harness import InProcessGrid, register_counting_prior
 
 from coopt_flwr.client_app import make_client_app
 from coopt_flwr.config import Settings
-from coopt_flwr.protocol.alignment import cross_fitted_residual, fit_alignment
+from coopt_flwr.protocol.alignment import cross_fitted_residual, fit_alignment, select_ridge
 from coopt_flwr.protocol.consensus import consensus_scores
 from coopt_flwr.protocol.replay import Embedded, anchor_for, embed_prior, merge_targets, project_all
 from coopt_flwr.protocol.uniformity import uniformity
@@ -239,3 +239,32 @@ def test_standardize_removes_each_feature_dimension_scale_and_offset():
     embedded = [_embedded(f"p{k}", f) for k, f in enumerate(scaled)]
     plain = merge_targets(embedded, project_all(embedded, 8, 3), 300, shared, seed=3, g_max_samples=60)
     assert not np.allclose(plain.targets, runs[1].targets, atol=1e-2)
+
+
+def test_ridge_auto_is_chosen_on_the_shared_set_and_reported():
+    data, embedded, projected, shared = _digits_round()
+    auto = merge_targets(embedded, projected, len(data), shared, g_max_samples=100, ridge="auto")
+    on_s = [p[shared] for p in projected]
+    assert auto.ridge == select_ridge(on_s, folds=5, seed=0)[0]
+    fixed = merge_targets(embedded, projected, len(data), shared, g_max_samples=100, ridge=auto.ridge)
+    np.testing.assert_array_equal(auto.targets, fixed.targets)
+
+
+@pytest.mark.parametrize("redundancy", [1, 2])
+def test_gate_gives_no_share_of_d_to_participants_above_the_residual_bound(redundancy):
+    data, embedded, projected, shared = _digits_round()
+    free = merge_targets(embedded, projected, len(data), shared, g_max_samples=100)
+    worst = int(np.argmax(free.cv_residuals))
+    bound = (sorted(free.cv_residuals)[-1] + sorted(free.cv_residuals)[-2]) / 2
+    gated = merge_targets(
+        embedded,
+        projected,
+        len(data),
+        shared,
+        g_max_samples=100,
+        redundancy=redundancy,
+        shard_max_residual=bound,
+    )
+    assert gated.gated == [worst] and gated.cv_residuals == free.cv_residuals
+    assert not np.any(gated.contributors == worst) and np.all(np.isfinite(gated.targets))
+    assert np.all((gated.contributors >= 0).sum(axis=1) == min(redundancy, 2))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coopt_flwr.protocol.shards import disjoint_shards, reassign_lost
+from coopt_flwr.protocol.shards import disjoint_shards, quality_gate, reassign_lost
 
 
 def test_disjoint_shards_cover_every_id_once_and_ignore_reply_order() -> None:
@@ -48,3 +48,12 @@ def test_an_id_lost_twice_needs_two_new_contributors_or_stays_short() -> None:
     assert sorted(np.concatenate(picked).tolist()) == [0, 0, 2]  # id 0 twice, to 0 and 1
     assert 2 in picked[0] and 2 not in picked[1]
     assert [len(p) for p in reassign_lost([], owner, healthy=[0, 1])] == [0, 0]
+
+
+def test_quality_gate_keeps_the_anchor_the_unscored_and_those_within_the_bound() -> None:
+    residuals = {3: 0.0, 0: 0.85, 5: 0.99, 2: None, 7: float("nan"), 1: 0.95}
+    assert quality_gate(residuals, 0.95) == [0, 1, 2, 3, 7]
+    assert quality_gate(residuals, 100.0) == [0, 1, 2, 3, 5, 7]
+    assert quality_gate(residuals, 1e-9) == [2, 3, 7]
+    with pytest.raises(ValueError, match="max_residual must be > 0"):
+        quality_gate(residuals, 0.0)

@@ -775,7 +775,10 @@ def test_residual_oos_is_the_cross_fitted_residual_to_the_anchor(clean):
             0.0
             if n is anchor
             else cross_fitted_residual(
-                n.shared_targets, anchor.shared_targets, seed=clean.settings.seed, ridge=clean.settings.ridge
+                n.shared_targets,
+                anchor.shared_targets,
+                seed=clean.settings.seed,
+                ridge=clean.result.rounds[0].ridge,
             )
         )
         assert n.residual_oos == want
@@ -796,7 +799,7 @@ def test_consensus_anchor_rule_picks_the_prior_that_explains_the_others(tmp_path
     nodes = result.rounds[0].nodes
     want = consensus_scores(
         {n.partition_id: n.shared_targets for n in nodes},
-        ridge=settings.ridge,
+        ridge=result.rounds[0].ridge,
         seed=settings.seed,
         partners=8,
     )
@@ -825,7 +828,12 @@ def test_procrustes_and_standardized_targets_run_end_to_end(tmp_path, clean, key
         standardized = keys.get("standardize-targets", False)
         assert np.array_equal(n.shared_targets, r.shared_targets) != standardized
         if n is not anchor:
-            fit = fit_alignment(n.shared_targets, anchor.shared_targets, method=settings.alignment)
+            fit = fit_alignment(
+                n.shared_targets,
+                anchor.shared_targets,
+                ridge=result.rounds[0].ridge,
+                method=settings.alignment,
+            )
             assert n.residual == pytest.approx(fit.residual, rel=1e-3)
 
 
@@ -858,3 +866,51 @@ def test_residual_weighting_weighs_each_contribution_by_its_out_of_sample_fit(tm
     )
     out = load_optimized(settings.output_dir)
     np.testing.assert_allclose(out["targets"], want, rtol=1e-6, atol=1e-6)
+
+
+def _ridges_sent(sent: list):
+    """A fault that changes nothing and keeps the ridge of every align request."""
+
+    def fault(p, kind, request, reply):
+        if kind == P.MSG_ALIGN:
+            sent.append(request.content[P.CONFIG][P.RIDGE])
+        return reply
+
+    return fault
+
+
+def test_ridge_auto_is_chosen_on_s_recorded_per_round_and_sent_to_the_nodes(tmp_path):
+    from coopt_flwr.protocol.alignment import RIDGE_GRID, select_ridge
+
+    sent: list = []
+    result, _, settings = _run(tmp_path, fault=_ridges_sent(sent))
+    round_ = result.rounds[0]
+    shared = [n.shared_targets for n in sorted(round_.nodes, key=lambda n: n.partition_id)]
+    assert round_.ridge in RIDGE_GRID and round_.ridge == select_ridge(shared, seed=settings.seed)[0]
+    summary = json.loads((settings.output_dir / "summary.json").read_text())
+    assert summary["config"]["ridge"] == "auto" and summary["rounds"][0]["ridge"] == round_.ridge
+    assert set(sent) == {round_.ridge} and len(sent) >= 4
+
+
+def test_a_fixed_ridge_is_used_as_given(tmp_path):
+    sent: list = []
+    result, _, _ = _run(tmp_path, fault=_ridges_sent(sent), ridge=0.05)
+    assert result.rounds[0].ridge == 0.05 and set(sent) == {0.05}
+
+
+@pytest.mark.parametrize("redundancy", [1, 2])
+def test_participants_above_shard_max_residual_get_no_share_of_d(tmp_path, redundancy):
+    logs: list[str] = []
+    result, _, settings = _run_keys(
+        tmp_path, log=logs.append, redundancy=redundancy, **{"shard-max-residual": 1e-9}
+    )
+    summary, round_ = result.summary, result.rounds[0]
+    parts = {p["partition-id"]: p for p in summary["participants"]}
+    anchor = round_.anchor_partition
+    assert [p for p, d in parts.items() if not d["gated"]] == [anchor]
+    assert all(d["samples"] == 0 for p, d in parts.items() if p != anchor)
+    out = load_optimized(settings.output_dir)
+    np.testing.assert_array_equal(out["ids"], np.arange(N_DIGITS))
+    assert np.all(out["participant"] == anchor) and summary["complete"]
+    assert round_.redundancy == 1  # clipped to the one participant left
+    assert sum("gets no share of D" in line for line in logs) == len(parts) - 1
