@@ -97,8 +97,10 @@ def test_aggregate_and_table_over_seeds():
     assert agg["coopt"]["seeds"] == 2 and agg["coopt"]["time_to_byol_final_mean"] == 100.0
     assert math.isnan(agg["simclr"]["time_to_byol_final_mean"])
     table = markdown_table(results)
-    assert "| coopt | 61.0 ± 1.0 | 400 | 100 | 100 | +20.0 |" in table
-    assert "| simclr | 38.0 ± 0.0 | 400 | never | never |" in table
+    # old results: no data seconds for coopt (– without a data-optimization record), 0 for SSL;
+    # no end-to-end time maps (–: no bar on that clock in these results)
+    assert "| coopt | 61.0 ± 1.0 | – | – | 400 | – | 100 | – | 100 | – | +20.0 |" in table
+    assert "| simclr | 38.0 ± 0.0 | – | 0 | 400 | 400 | never | – | never | – |" in table
     assert "Seeds: [0, 1]; profile: cpu; best SSL baseline: byol." in table
 
 
@@ -173,7 +175,422 @@ def test_benchmark_runs_end_to_end_on_tiny_data(tmp_path, monkeypatch):
         assert m["curve"][0][0] == 0.0 and all(0 <= a <= 1 for _, a in m["curve"])
     d = on_disk["data_optimization"]
     assert d["participants"] == 2 and d["collaborative_seconds"] > 0 and d["sequential_seconds"] > 0
+    assert d["priors"] == benchmark_priors("tiny") and d["overrides"] == {} and d["redundancy"] == 1
+    coopt = on_disk["methods"]["coopt"]
+    assert coopt["data_seconds"] == d["collaborative_seconds"] and coopt["target_probe_acc"] is None
+    assert coopt["end_to_end_seconds"] == pytest.approx(coopt["data_seconds"] + coopt["train_seconds"])
     assert set(on_disk["time_to_byol_final"]) == {"coopt", "byol"}
     assert on_disk["best_ssl"] == "byol" and set(on_disk["time_to_best_ssl_final"]) == {"coopt", "byol"}
     assert results["methods"].keys() == on_disk["methods"].keys()
     assert {p.name for p in out.iterdir()} >= {"results.json", "results.csv", "curves.png", "table.md"}
+
+
+# ---------------------------------------------------------------------------- variants, singles, clocks
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from simulations.benchmark import CONF_PATH
+
+    if not any(o.startswith("output-dir=") for o in overrides):
+        overrides = (*overrides, "output-dir=outputs/unused")  # no Hydra run here to resolve it
+    with initialize_config_dir(config_dir=CONF_PATH, version_base="1.3"):
+        return compose(config_name="benchmark", overrides=list(overrides))
+
+
+def _digits_npz(folder):
+    """CIFAR-shaped train.npz / test.npz (16 px) made from the bundled digits."""
+    import numpy as np
+
+    from coopt_flwr.registry.datasets import create_dataset
+
+    digits = create_dataset("digits")
+    x = np.repeat(np.repeat(digits.images, 2, axis=1), 2, axis=2)  # 8x8 -> 16x16
+    folder.mkdir()
+    np.savez(folder / "train.npz", x=x[:1400], y=digits.labels[:1400])
+    np.savez(folder / "test.npz", x=x[1400:], y=digits.labels[1400:])
+    return folder
+
+
+def test_cpu_profile_variants_and_singles():
+    from simulations.benchmark import coopt_variants, single_priors
+
+    cfg = _compose("profile=cpu")
+    assert coopt_variants(cfg) == {
+        "coopt": ("bench-lite0-160", {}),
+        "coopt-hetero": ("lite012-weak-160", {}),
+        "coopt-hetero-r3": ("lite012-weak-160", {"redundancy": 3}),
+    }
+    assert single_priors(cfg) == {
+        "lite0": "efficientnet_lite0?size=160",
+        "lite1": "efficientnet_lite1?size=160",
+        "lite2": "efficientnet_lite2?size=160",
+        "resnet18": "timm:resnet18?size=32",
+    }
+    assert benchmark_priors("lite012-weak-160") == list(single_priors(cfg).values())
+    assert single_priors(_compose("profile=tiny")) == {}
+
+
+def test_a_variant_given_as_a_mapping_passes_its_overrides(tmp_path, monkeypatch):
+    import simulations.run
+    from simulations.benchmark import coopt_variants, run_protocol
+
+    seen = []
+
+    def fake_launch(run_config, num_supernodes, *args, **kwargs):
+        seen.append((run_config, num_supernodes))
+        return {"complete": True, "missing-ids": []}
+
+    monkeypatch.setattr(simulations.run, "launch", fake_launch)
+    cfg = _compose(
+        "profile=tiny", "+coopt.variants.coopt-r2={mix: tiny, redundancy: 2, anchor-rule: consensus}"
+    )
+    variants = coopt_variants(cfg)
+    assert variants["coopt"] == ("tiny", {})
+    assert variants["coopt-r2"] == ("tiny", {"redundancy": 2, "anchor-rule": "consensus"})
+    for name, (mix, overrides) in variants.items():
+        summary = run_protocol(cfg, name, mix, tmp_path, overrides)
+        assert summary["wall_seconds"] >= 0
+    (plain, k), (r2, _) = seen
+    assert k == 2 and "redundancy" not in plain and "anchor-rule" not in plain  # run-config defaults
+    assert r2["redundancy"] == 2 and r2["anchor-rule"] == "consensus"
+    assert r2["priors"] == plain["priors"] == benchmark_priors("tiny")
+    assert r2["output-dir"].endswith("protocol-coopt-r2") and plain["target-dim"] == r2["target-dim"] == 16
+
+
+def test_variant_overrides_are_checked_before_the_protocol_starts(tmp_path, monkeypatch):
+    import simulations.run
+    from simulations.benchmark import coopt_variants, run_protocol, variant_spec
+
+    monkeypatch.setattr(simulations.run, "launch", lambda *a, **k: pytest.fail("launched"))
+    cfg = _compose("profile=tiny")
+    with pytest.raises(ValueError, match="unknown run-config keys"):
+        run_protocol(cfg, "x", "tiny", tmp_path, {"no-such-key": 1})
+    with pytest.raises(ValueError, match="redundancy"):
+        run_protocol(cfg, "x", "tiny", tmp_path, {"redundancy": 0})
+    with pytest.raises(ValueError, match=r"coopt.variants.bad: unknown run-config keys \['no-such-key'\]"):
+        coopt_variants(_compose("profile=tiny", "+coopt.variants.bad={mix: tiny, no-such-key: 1}"))
+    with pytest.raises(ValueError, match="set by the benchmark"):
+        variant_spec("x", {"mix": "tiny", "priors": ["human"]})
+    with pytest.raises(ValueError, match="expected a mix name or a mapping"):
+        variant_spec("x", {"redundancy": 2})
+
+
+def test_protocol_record_holds_priors_overrides_redundancy_and_residual_oos():
+    from simulations.benchmark import protocol_record
+
+    nodes = [
+        {"partition-id": 0, "prior": "a", "residual-oos": 0.0},
+        {"partition-id": 1, "prior": "b", "residual-oos": 0.85},
+    ]
+    summary = {
+        "rounds": [{"phase-seconds": {"wait-nodes": 9.0, "embed": 5.0, "align": 1.0}, "redundancy": 2}],
+        "participants": nodes,
+        "wall_seconds": 20.0,
+        "anchor": {"partition": 0, "prior": "a", "rule": "uniformity"},
+        "g-before": 0.9,
+        "g-after": 0.1,
+    }
+    rec = protocol_record(summary, "mix", ["a", "b"], {"redundancy": 2}, 2)
+    assert rec["collaborative_seconds"] == 6.0 and rec["participants"] == 2
+    assert rec["priors"] == ["a", "b"] and rec["overrides"] == {"redundancy": 2} and rec["redundancy"] == 2
+    assert [r["residual-oos"] for r in rec["residual-oos"]] == [0.0, 0.85]
+    summary["participants"] = [{"partition-id": 0, "prior": "a", "residual-oos": None}]
+    del summary["rounds"][0]["redundancy"]
+    assert "residual-oos" not in protocol_record(summary, "mix", ["a"], {}, 1)
+
+
+def test_run_coopt_records_both_clocks(tmp_path, monkeypatch):
+    import numpy as np
+
+    import coopt_flwr.store.storage
+    import simulations.benchmark as bench
+
+    summary = {
+        "complete": True,
+        "rounds": [{"phase-seconds": {"wait-nodes": 3.0, "embed": 40.0, "align": 2.0}, "redundancy": 3}],
+        "participants": [],
+        "wall_seconds": 50.0,
+        "anchor": {"partition": 0, "prior": "p"},
+        "g-before": 1.0,
+        "g-after": 0.0,
+    }
+    monkeypatch.setattr(bench, "run_protocol", lambda cfg, name, mix, out, overrides: summary)
+    merged = {"ids": np.array([1, 0]), "targets": np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)}
+    monkeypatch.setattr(coopt_flwr.store.storage, "load_optimized", lambda path: merged)
+    got = {}
+
+    def fake_train(cfg, label, targets, data, log):
+        got["targets"] = targets
+        return {"final_acc": 0.5, "train_seconds": 100.0, "epochs": 1.0, "curve": [[0.0, 0.1], [100.0, 0.5]]}
+
+    monkeypatch.setattr(bench, "train_on_targets", fake_train)
+    cfg = _compose("profile=tiny")
+    record, method = bench.run_coopt(
+        cfg, "coopt-r3", "tiny", {"redundancy": 3}, tmp_path, None, lambda s: None
+    )
+    assert np.array_equal(got["targets"], [[0.0, 1.0], [1.0, 0.0]])  # rows in id order
+    assert record["collaborative_seconds"] == 42.0 and record["overrides"] == {"redundancy": 3}
+    assert record["redundancy"] == 3 and record["mix"] == "tiny" and "sequential_seconds" not in record
+    assert method["data_seconds"] == 42.0 and method["end_to_end_seconds"] == 142.0
+    assert method["train_seconds"] == 100.0 and method["target_probe_acc"] is None
+
+
+@pytest.mark.parametrize("spec", ["human", "human?fraction=0.5", "weak:resnet18?size=32 > human"])
+def test_a_human_single_prior_is_refused(spec):
+    from simulations.benchmark import single_priors
+
+    with pytest.raises(ValueError, match="single prior 'h' holds human priors"):
+        single_priors({"singles": {"ok": "timm:resnet18?size=32", "h": spec}})
+
+
+def test_the_benchmark_refuses_a_human_single_before_any_work(tmp_path):
+    from simulations.benchmark import run_benchmark
+
+    cfg = _compose(
+        "profile=tiny",
+        f"data_dir={tmp_path / 'missing'}",
+        f"output-dir={tmp_path / 'out'}",
+        "+singles.h=human",
+    )
+    with pytest.raises(ValueError, match="holds human priors"):
+        run_benchmark(cfg, log=lambda s: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_end_to_end_times_add_each_methods_data_seconds():
+    from simulations.benchmark import add_times_to_accuracy
+
+    methods = {
+        "coopt": {"final_acc": 0.6, "data_seconds": 30.0, "curve": [[0, 0.1], [50, 0.45], [100, 0.6]]},
+        "single-a": {"final_acc": 0.5, "data_seconds": 120.0, "curve": [[0, 0.1], [50, 0.5]]},
+        "byol": {"final_acc": 0.4, "data_seconds": 0.0, "curve": [[0, 0.1], [400, 0.4]]},
+        "simclr": {"final_acc": 0.45, "curve": [[0, 0.1], [200, 0.42], [400, 0.45]]},  # no data: 0
+    }
+    assert times_to_final(methods, "byol", end_to_end=True) == {
+        "coopt": 80.0,
+        "single-a": 170.0,
+        "byol": 400.0,
+        "simclr": 200.0,
+    }
+    results = {"methods": methods}
+    add_times_to_accuracy(results)
+    assert results["best_ssl"] == "simclr"  # single-a (0.5) is no baseline
+    assert results["time_to_best_ssl_final"] == {
+        "coopt": 50.0,
+        "single-a": 50.0,
+        "byol": None,
+        "simclr": 400.0,
+    }
+    assert results["time_to_best_ssl_final_end_to_end"] == {
+        "coopt": 80.0,
+        "single-a": 170.0,
+        "byol": None,
+        "simclr": 400.0,
+    }
+    assert results["time_to_byol_final"]["single-a"] == 50.0
+    assert results["time_to_byol_final_end_to_end"]["single-a"] == 170.0
+
+
+def _one_seed_with_singles() -> dict:
+    from simulations.benchmark import add_times_to_accuracy
+
+    r = _result(0, 0.6, 0.4)
+    r["methods"]["coopt"].update(data_seconds=30.0, end_to_end_seconds=430.0, target_probe_acc=None)
+    r["methods"]["coopt-hetero-r3"] = {
+        "final_acc": 0.55,
+        "train_seconds": 400.0,
+        "data_seconds": 60.0,
+        "end_to_end_seconds": 460.0,
+        "target_probe_acc": None,
+        "curve": [[0, 0.1], [200, 0.4], [400, 0.55]],
+    }
+    r["methods"]["single-lite2"] = {
+        "final_acc": 0.58,
+        "train_seconds": 400.0,
+        "data_seconds": 150.0,
+        "end_to_end_seconds": 550.0,
+        "target_probe_acc": 0.775,
+        "curve": [[0, 0.1], [100, 0.4], [400, 0.58]],
+    }
+    add_times_to_accuracy(r)
+    return r
+
+
+def test_markdown_table_with_single_rows_and_one_seed():
+    r = _one_seed_with_singles()
+    assert ordered(list(r["methods"])) == ["coopt", "coopt-hetero-r3", "single-lite2", "byol", "simclr"]
+    table = markdown_table([r])
+    assert "±" not in table
+    assert "| coopt | 60.0 | – | 30 | 400 | 430 | 100 | 130 | 100 | 130 | +2.0 |" in table
+    assert "| coopt-hetero-r3 | 55.0 | – | 60 | 400 | 460 | 200 | 260 | 200 | 260 | -5.0 |" in table
+    assert "| single-lite2 | 58.0 | 77.5 | 150 | 400 | 550 | 100 | 250 | 100 | 250 | -2.0 |" in table
+    assert "| byol | 40.0 | – | 0 | 400 | 400 | 400 | 400 | 400 | 400 | -20.0 |" in table
+    lines = table.splitlines()
+    assert lines[0].count("|") == lines[1].count("|") == lines[2].count("|")
+    agg = aggregate([r, {**_one_seed_with_singles(), "seed": 1}])
+    assert agg["single-lite2"]["target_probe_acc_mean"] == pytest.approx(0.775)
+    assert agg["single-lite2"]["end_to_end_seconds_mean"] == 550.0
+    assert "77.5 ± 0.0" in markdown_table([r, {**_one_seed_with_singles(), "seed": 1}])
+
+
+def test_write_report_with_singles(tmp_path):
+    import json
+
+    r = _one_seed_with_singles()
+    write_report(tmp_path, r)
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    single = [row for row in rows if row["method"] == "single-lite2"]
+    assert [row["end_to_end_seconds_at_probe"] for row in single] == ["150.00", "250.00", "550.00"]
+    assert (
+        json.loads((tmp_path / "results.json").read_text())["time_to_byol_final_end_to_end"]["coopt"] == 130.0
+    )
+
+
+# ---------------------------------------------------------------------------- probe normalization
+def test_probes_are_memoized_per_normalization():
+    import numpy as np
+
+    from simulations.benchmark import Probes
+
+    x = np.zeros((4, 8, 8, 3), np.uint8)
+    y = np.arange(4) % 2
+    probes = Probes(x, y, x, y, None)
+    a = probes((0.5, 0.5, 0.5), (0.2, 0.2, 0.2))
+    assert probes([0.5, 0.5, 0.5], [0.2, 0.2, 0.2]) is a
+    assert probes((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)) is not a
+
+
+class _RecordingProbes:
+    def __init__(self):
+        self.asked = []
+
+    def __call__(self, mean, std):
+        self.asked.append((tuple(mean), tuple(std)))
+        return lambda backbone: 0.5
+
+
+def _fake_data(images, probes):
+    import numpy as np
+
+    from coopt_flwr.learn.student import channel_stats
+    from coopt_flwr.registry.datasets import ImageData
+    from simulations.benchmark import BenchData
+
+    train = ImageData(name="fake", images=images, labels=np.arange(len(images)) % 2, num_classes=2)
+    return BenchData(train, train, np.arange(len(images)), channel_stats(images), probes)
+
+
+@pytest.mark.parametrize("normalize", ["default", None, {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]}])
+def test_ssl_baselines_are_probed_with_their_training_normalization(monkeypatch, normalize):
+    import numpy as np
+    from lightly.transforms.utils import IMAGENET_NORMALIZE
+
+    import coopt_flwr.learn.training
+    from coopt_flwr.learn.training import TrainResult
+    from simulations.benchmark import run_ssl
+
+    def fake_fit(step, modules, images, cfg, evaluate=None, after_step=None):
+        acc = evaluate()
+        return TrainResult(curve=[(0.0, acc)], train_seconds=1.0, final_acc=acc)
+
+    monkeypatch.setattr(coopt_flwr.learn.training, "fit", fake_fit)
+    images = np.random.default_rng(0).integers(0, 255, (8, 16, 16, 3), dtype=np.uint8)
+    probes = _RecordingProbes()
+    value = "null" if normalize is None else str(normalize).replace("'", "")
+    over = [] if normalize == "default" else [f"+ssl.overrides.byol.normalize={value}"]
+    cfg = _compose("profile=tiny", *over)
+    rec = run_ssl(cfg, "byol", _fake_data(images, probes), lambda s: None)
+    if normalize == "default":
+        expected = (tuple(IMAGENET_NORMALIZE["mean"]), tuple(IMAGENET_NORMALIZE["std"]))
+    elif normalize is None:
+        expected = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    else:
+        expected = (tuple(normalize["mean"]), tuple(normalize["std"]))
+    assert probes.asked == [expected]
+    assert (tuple(rec["normalization"]["mean"]), tuple(rec["normalization"]["std"])) == expected
+    assert rec["data_seconds"] == 0.0 and rec["end_to_end_seconds"] == rec["train_seconds"] == 1.0
+
+
+def test_ssl_normalization_is_what_the_views_use():
+    import torch
+
+    from coopt_flwr.learn.ssl import create_ssl
+    from simulations.benchmark import ssl_normalization
+
+    backbone = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    method = create_ssl("simclr", backbone, 4, 16, seed=0)
+    mean, std = ssl_normalization(method)
+    pipeline = method.views.pipelines[0]
+    assert torch.allclose(pipeline.mean.flatten(), torch.tensor(mean)) and torch.allclose(
+        pipeline.std.flatten(), torch.tensor(std)
+    )
+
+
+def test_students_are_trained_and_probed_with_the_same_normalization(monkeypatch):
+    import numpy as np
+
+    import coopt_flwr.learn.student
+    from coopt_flwr.learn.training import TrainResult
+    from simulations.benchmark import train_on_targets
+
+    seen = {}
+
+    def fake_train_student(student, images, targets, cfg, evaluate=None, *, mean=None, std=None, center=True):
+        seen.update(mean=tuple(mean), std=tuple(std), center=center)
+        acc = evaluate()
+        return TrainResult(curve=[(0.0, acc)], train_seconds=2.0, final_acc=acc)
+
+    monkeypatch.setattr(coopt_flwr.learn.student, "train_student", fake_train_student)
+    images = np.random.default_rng(1).integers(0, 255, (8, 16, 16, 3), dtype=np.uint8)
+    probes = _RecordingProbes()
+    data = _fake_data(images, probes)
+    rec = train_on_targets(_compose("profile=tiny"), "s", np.ones((8, 5)), data, lambda s: None)
+    assert probes.asked == [(seen["mean"], seen["std"])] == [data.student_norm]
+    assert seen["center"] is True and rec["final_acc"] == 0.5
+
+
+# ---------------------------------------------------------------------------- singles, for real
+def test_single_priors_run_through_the_benchmark(tmp_path):
+    """The whole command without Flower: a random ResNet-18 alone on digits (embedding, probe
+    ceiling, student), one SSL baseline, both clocks and every output file."""
+    import json
+
+    from simulations.benchmark import run_benchmark
+
+    data = _digits_npz(tmp_path / "data")
+    cfg = _compose(
+        "profile=tiny",
+        "seed=1",
+        f"data_dir={data}",
+        f"output-dir={tmp_path / 'out'}",
+        "data.subset=200",
+        "data.test_subset=100",
+        "data.probe_train=100",
+        "train.time_budget_s=0.6",
+        "eval_times_s=[0.3]",
+        "ssl.methods=[byol]",
+        "~coopt.variants.coopt",
+        "+singles.r18='timm:resnet18?size=16'",
+    )
+    results = run_benchmark(cfg, log=lambda s: None)
+    on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(on_disk["methods"]) == {"single-r18", "byol"}
+    single = on_disk["methods"]["single-r18"]
+    assert (
+        0.0 <= single["target_probe_acc"] <= 1.0
+        and single["target_probe_acc"] == on_disk["singles"]["r18"]["target_probe_acc"]
+    )
+    assert single["data_seconds"] > 0 and single["train_seconds"] > 0
+    assert single["end_to_end_seconds"] == pytest.approx(single["data_seconds"] + single["train_seconds"])
+    assert on_disk["singles"]["r18"]["feature_dim"] == 512 and on_disk["singles"]["r18"]["spec"].startswith(
+        "timm:"
+    )
+    assert on_disk["methods"]["byol"]["data_seconds"] == 0.0
+    assert set(on_disk["time_to_byol_final_end_to_end"]) == {"single-r18", "byol"}
+    assert on_disk["best_ssl"] == "byol"
+    assert single["normalization"] != on_disk["methods"]["byol"]["normalization"]
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| single-r18 | " in table and "±" not in table
+    assert results["methods"].keys() == on_disk["methods"].keys()
