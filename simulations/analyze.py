@@ -669,8 +669,11 @@ FEDERATION_DEFAULTS: dict[str, Any] = {
     "anchor-rule": "uniformity",
     "alignment": "ridge",
     "standardize": False,
+    "ridge": None,
+    "shard-max-residual": None,
 }
-"""A federation entry's keys besides ``priors``, spelled and defaulted as the protocol's run-config."""
+"""A federation entry's keys besides ``priors``, spelled and defaulted as the protocol's run-config
+(``ridge`` None: the analysis's ``collaboration.ridge``; ``shard-max-residual`` None: no gate)."""
 
 FEATURES_VERSION = 1  # bump when the cached feature files change meaning
 
@@ -684,6 +687,8 @@ class Federation:
     anchor_rule: str = "uniformity"
     alignment: str = "ridge"
     standardize: bool = False
+    ridge: float | str | None = None
+    shard_max_residual: float | None = None
 
     @classmethod
     def from_config(cls, entry: Any) -> Federation:
@@ -703,6 +708,8 @@ class Federation:
             anchor_rule=str(o["anchor-rule"]),
             alignment=str(o["alignment"]),
             standardize=bool(o["standardize"]),
+            ridge=None if o["ridge"] is None else _ridge_value(o["ridge"]),
+            shard_max_residual=None if o["shard-max-residual"] is None else float(o["shard-max-residual"]),
         )
         fed.check()
         return fed
@@ -724,7 +731,22 @@ class Federation:
     def label(self) -> str:
         """E.g. ``lite0+lite1+lite2+resnet18 r=2 consensus procrustes std``."""
         tail = f" r={self.redundancy} {self.anchor_rule} {self.alignment}"
+        if self.ridge is not None:
+            tail += f" ridge={self.ridge}"
+        if self.shard_max_residual is not None:
+            tail += f" gate={self.shard_max_residual:g}"
         return "+".join(self.priors) + tail + (" std" if self.standardize else "")
+
+
+def _ridge_value(value: Any) -> float | str:
+    """A ridge strength ≥ 0 or ``"auto"``, as the run-config's ``ridge``."""
+    from coopt_flwr.protocol.alignment import RIDGE_AUTO
+
+    if str(value).strip().lower() == RIDGE_AUTO:
+        return RIDGE_AUTO
+    if not float(value) >= 0:
+        raise ValueError(f"ridge must be >= 0 or {RIDGE_AUTO!r}, got {value!r}")
+    return float(value)
 
 
 class _SkippingProbe:
@@ -928,12 +950,13 @@ def _federation_row(cb: Collaboration, fed: Federation) -> dict[str, Any]:
         cb.shared_ids,
         "best",
         seed=cb.seed,
-        ridge=float(cb.c.ridge),
+        ridge=_ridge_value(cb.c.ridge if fed.ridge is None else fed.ridge),
         g_max_samples=int(cb.c["g-max-samples"]),
         anchor_rule=fed.anchor_rule,
         alignment=fed.alignment,
         standardize=fed.standardize,
         redundancy=fed.redundancy,
+        shard_max_residual=fed.shard_max_residual,
     )
     merge_seconds = time.perf_counter() - t
     cb.log(f"[collaboration] {fed.label}: anchor {fed.priors[merged.anchor]}, training the student")
@@ -963,6 +986,8 @@ def _federation_row(cb: Collaboration, fed: Federation) -> dict[str, Any]:
         "consensus": merged.consensus,
         "cv_residuals": merged.cv_residuals,
         "residuals": merged.residuals,
+        "ridge": merged.ridge,
+        "gated": [fed.priors[i] for i in merged.gated],
         G_BEFORE: merged.g_before,
         G_AFTER: merged.g_after,
     }
