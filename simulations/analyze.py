@@ -268,7 +268,7 @@ def analyze_uniformity(wb: Workbench) -> dict[str, Any]:
         raise ValueError("the uniformity analysis needs at least 3 priors (the paper uses a pool of >= 8)")
     sets = wb.probe_sets(cfg.probe_train, cfg.probe_test)
     s_images, s_labels = wb.data.images[wb.shared_ids], wb.data.labels[wb.shared_ids]
-    rows = []
+    rows, shared_targets = [], []
     for i, (spec, label) in enumerate(pool):
         t = time.perf_counter()
         prior = create_prior(spec, seed=wb.seed + i, batch_size=int(wb.cfg["batch-size"]), device=wb.device)
@@ -285,12 +285,14 @@ def analyze_uniformity(wb: Workbench) -> dict[str, Any]:
             PROBE_ACC: linear_probe(train, sets.train_labels, test, sets.test_labels),
             "seconds": time.perf_counter() - t,
         }
+        shared_targets.append(projected)
         clear_prior_cache()
         wb.log(
             f"[analyze] uniformity {i + 1}/{len(pool)} {spec}: "
             f"V={row[UNIFORMITY]:.4f}, probe {row[PROBE_ACC]:.4f}"
         )
         rows.append(row)
+    ridge = _score_anchor_rules(rows, shared_targets, wb.seed)
     v = np.array([r[UNIFORMITY] for r in rows])
     vp = np.array([r[UNIFORMITY_PROJECTED] for r in rows])
     acc = np.array([r[PROBE_ACC] for r in rows])
@@ -298,6 +300,11 @@ def analyze_uniformity(wb: Workbench) -> dict[str, Any]:
         PRIORS: rows,
         "spearman": spearman(v, acc),
         "spearman_projected": spearman(vp, acc),
+        # the other anchor scores against the same probe accuracies (consensus: lower = better,
+        # like V; effective rank: higher = more spread)
+        "spearman_consensus": spearman(np.array([r["consensus"] for r in rows]), acc),
+        "spearman_effective_rank": spearman(np.array([r["effective_rank"] for r in rows]), acc),
+        "consensus_ridge": ridge,
         "paper_spearman": PAPER_SPEARMAN,
         "shared_samples": len(wb.shared_ids),
         "probe_train": len(sets.train_labels),
@@ -306,6 +313,26 @@ def analyze_uniformity(wb: Workbench) -> dict[str, Any]:
     _plot_uniformity(wb.out / "uniformity.png", rows, result, wb.spec)
     write_csv(wb.out / "uniformity.csv", rows)
     return result
+
+
+def _score_anchor_rules(rows: list[dict[str, Any]], shared: list[np.ndarray], seed: int) -> float:
+    """Add each prior's consensus score and effective rank (of its projected shared-set
+    targets) to its row, as the consensus anchor rule would score the pool as one federation;
+    returns the ridge ``auto`` chose for it."""
+    from coopt_flwr.protocol.alignment import cv_folds, resolve_ridge
+    from coopt_flwr.protocol.consensus import CONSENSUS_PARTNERS, consensus_scores, effective_rank
+
+    ridge = resolve_ridge(None, shared, seed=seed)
+    folds = cv_folds(len(shared[0]))
+    if folds is None:
+        raise ValueError("the consensus score needs a shared set of at least 3 samples")
+    scores = consensus_scores(
+        dict(enumerate(shared)), ridge=ridge, folds=folds, seed=seed, partners=CONSENSUS_PARTNERS
+    )
+    for i, row in enumerate(rows):
+        row["consensus"] = scores[i]
+        row["effective_rank"] = effective_rank(shared[i])
+    return ridge
 
 
 def _annotate_without_overlap(ax: Any, points: list[tuple[float, float, str]], fontsize: int = 6) -> None:

@@ -68,6 +68,13 @@ def test_uniformity_against_probe_accuracy(tmp_path):
     from coopt_flwr.learn.quality import spearman
 
     assert result["spearman"] == pytest.approx(spearman(np.array(v), np.array(acc)))
+    # the consensus rule's and the effective rank's scores of the same pool, ranked the same way
+    c = np.array([r["consensus"] for r in result["priors"]])
+    erank = np.array([r["effective_rank"] for r in result["priors"]])
+    assert np.all(c > 0) and np.all(erank >= 1.0)
+    assert result["spearman_consensus"] == pytest.approx(spearman(c, np.array(acc)))
+    assert result["spearman_effective_rank"] == pytest.approx(spearman(erank, np.array(acc)))
+    assert result["consensus_ridge"] > 0
 
 
 def test_uniformity_adds_the_zoo_and_needs_its_index(tmp_path):
