@@ -121,7 +121,7 @@ def _entry(p: object) -> str | None:
     return None
 
 
-def _ridge(value: object) -> float | None:
+def parse_ridge(value: object) -> float | None:
     """The run-config's ``ridge``: a relative strength ≥ 0, or ``"auto"`` (None: chosen each
     round by cross-fitted residual on the shared set, :func:`coopt_flwr.protocol.alignment.select_ridge`)."""
     if isinstance(value, str) and value.strip().lower() == RIDGE_AUTO:
@@ -222,7 +222,7 @@ class Settings:
             priors=tuple(priors),
             shared_fraction=fraction,
             target_dim=int(c["target-dim"]),
-            ridge=_ridge(c["ridge"]),
+            ridge=parse_ridge(c["ridge"]),
             seed=int(c["seed"]),
             min_nodes=int(c["min-nodes"]),
             node_wait_timeout=float(c["node-wait-timeout"]),

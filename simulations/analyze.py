@@ -766,14 +766,12 @@ class Federation:
 
 
 def _ridge_value(value: Any) -> float | str:
-    """A ridge strength ≥ 0 or ``"auto"``, as the run-config's ``ridge``."""
+    """A ridge strength ≥ 0 or ``"auto"``, validated as the run-config's ``ridge``."""
+    from coopt_flwr.config import parse_ridge
     from coopt_flwr.protocol.alignment import RIDGE_AUTO
 
-    if str(value).strip().lower() == RIDGE_AUTO:
-        return RIDGE_AUTO
-    if not float(value) >= 0:
-        raise ValueError(f"ridge must be >= 0 or {RIDGE_AUTO!r}, got {value!r}")
-    return float(value)
+    ridge = parse_ridge(value)
+    return RIDGE_AUTO if ridge is None else ridge
 
 
 class _SkippingProbe:

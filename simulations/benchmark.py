@@ -85,7 +85,6 @@ SINGLE_PREFIX = "single-"
 """Method names of the single-prior students: ``single-<name>`` for each entry of ``singles``."""
 BENCHMARK_KEYS = ("dataset", "data-root", "priors", "prior-mix", "output-dir")
 """Run-config keys the benchmark sets itself; a variant may not override them."""
-EMBED_BATCH = 1024
 PROGRESS_EVERY_S = 15.0
 TIME_KEYS = (
     "time_to_byol_final",
@@ -627,31 +626,30 @@ def run_protocol(
 def embed_images(
     cfg: DictConfig, spec: str, images: np.ndarray, log: Callable[[str], None] = print, label: str = ""
 ) -> tuple[np.ndarray, float]:
-    """One party embeds ``images`` with prior ``spec`` alone, in batches; (features, seconds).
+    """One party embeds ``images`` with prior ``spec`` alone; (features, seconds).
 
-    The prior is built (and its weights loaded) before the clock starts; progress is logged
-    about every 15 s. No labels are passed: the benchmark refuses label-based priors. A
-    random-init prior is seeded with the benchmark's seed (protocol participant k uses seed + k).
+    :func:`coopt_flwr.protocol.replay.embed_prior` (the prior is built before the clock
+    starts), with progress logged about every 15 s. No labels are passed: the benchmark refuses
+    label-based priors. A random-init prior is seeded with the benchmark's seed (protocol
+    participant k uses seed + k).
     """
-    from coopt_flwr.registry.priors import create_prior
+    from coopt_flwr.protocol.replay import embed_prior
+    from coopt_flwr.registry.datasets import ImageData
 
-    prior = create_prior(spec, seed=int(cfg.seed), device=str(cfg.device) or None)
-    chunks: list[np.ndarray] = []
-    start = last = time.perf_counter()
-    for s in range(0, len(images), EMBED_BATCH):
-        chunks.append(np.asarray(prior.embed(images[s : s + EMBED_BATCH]), dtype=np.float32))
-        now, done = time.perf_counter(), min(s + EMBED_BATCH, len(images))
-        if now - last >= PROGRESS_EVERY_S and done < len(images):
-            last = now
-            eta = (now - start) / done * (len(images) - done)
-            log(
-                f"[bench] {label or spec}: embedded {done}/{len(images)} "
-                f"({now - start:.0f} s, ~{eta:.0f} s left)"
-            )
-    seconds = time.perf_counter() - start
-    if not chunks:
+    if len(images) == 0:
         raise ValueError(f"{label or spec}: no images to embed")
-    return np.concatenate(chunks), seconds
+    start, last = time.perf_counter(), [time.perf_counter()]
+
+    def progress(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= PROGRESS_EVERY_S and done < total:
+            last[0] = now
+            eta = (now - start) / done * (total - done)
+            log(f"[bench] {label or spec}: embedded {done}/{total} ({now - start:.0f} s, ~{eta:.0f} s left)")
+
+    data = ImageData(name=label or spec, images=images, labels=None, num_classes=None)
+    e = embed_prior(spec, data, seed=int(cfg.seed), device=str(cfg.device) or None, progress=progress)
+    return e.features, e.seconds
 
 
 def sequential_embedding_seconds(
