@@ -77,12 +77,14 @@ def tv_distance(
     sq = np.sum(z * z, axis=1)
     dist2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0)
     np.fill_diagonal(dist2, np.inf)  # leave one out
-    # Stable sort: among exactly tied distances the lower index wins, so results are
-    # deterministic across platforms.
-    neighbours = np.argsort(dist2, axis=1, kind="stable")[:, :k]
-    votes = labels[neighbours].mean(axis=1)
-    predicted = (votes > 0.5).astype(int)
-    accuracy = float(np.mean(predicted == labels))
+    # Exact ties (duplicated rows: label codes, constant outputs) are broken at random, not by
+    # position: with the lower index winning, every tie went to the first side and skewed the
+    # vote. A seeded shuffle before a stable sort keeps the result deterministic.
+    order = rng.permutation(2 * m)
+    neighbours = np.argsort(dist2[np.ix_(order, order)], axis=1, kind="stable")[:, :k]
+    shuffled = labels[order]
+    predicted = (shuffled[neighbours].mean(axis=1) > 0.5).astype(int)
+    accuracy = float(np.mean(predicted == shuffled))
     return float(np.clip(2.0 * accuracy - 1.0, 0.0, 1.0))
 
 

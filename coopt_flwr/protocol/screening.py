@@ -24,7 +24,21 @@ S_Y*, and each upload (aligned shared targets and aligned shard targets).
    (cross-fitted: in-sample ones overfit the anchor when n approaches |S|). A k-NN
    two-sample estimate of their total-variation distance above ``max_tv`` (run-config
    ``screen-max-tv``) flags shard targets replaced by noise, constants, another prior's
-   outputs, or a shifted copy.
+   outputs, or a shifted copy. A prior with few distinct outputs (a human annotator's label
+   codes) is its own exception: its in-sample alignment is no overfit, and the cross-fitted
+   reference would split every label code into one atom per fold, which the k-NN estimate
+   tells apart from the shard's single atom (honest annotators were rejected that way).
+5. **Bounded scale.** The TV estimate compares directions, so magnitude is checked apart:
+   every aligned shard row must lie within :data:`MAX_ROW_SCALE` times the reference's
+   largest distance from its mean, and its norm must not fall below the reference's
+   smallest norm divided by the same factor. One row multiplied by 10⁶ (or a shard by 10³)
+   fails; honest rows, drawn from the same distribution as S, sit far inside the bound.
+
+What screening cannot see (the threat model): a participant may apply any transformation to
+its *own* prior's outputs before reporting (e.g. whiten them) — the platform only sees the
+result, which is an honest-looking prior; single rows that stay inside the scale bound and
+point in a plausible direction; and a participant that reports well but embeds a different
+image set is caught only through the distribution of its targets.
 
 Each check returns ``None`` when the reply passes, or the reason it fails.
 """
@@ -36,6 +50,15 @@ import numpy as np
 from coopt_flwr.protocol.alignment import fit_alignment, relative_residual
 from coopt_flwr.protocol.inconsistency import tv_distance
 from coopt_flwr.protocol.uniformity import uniformity
+
+#: Check 5's factor: an aligned shard row may lie at most this many times farther from the
+#: reference's mean than its farthest row, and its norm be at most this many times smaller
+#: than the reference's smallest norm.
+MAX_ROW_SCALE = 4.0
+
+#: A prior whose shared-set targets have at most this fraction of distinct rows is discrete
+#: (label codes): its shard is compared with its in-sample alignment (see check 4).
+DISCRETE_FRACTION = 0.5
 
 #: Relative ridge of the held-out check: strong enough that an honest prior's fit on half of
 #: a small S (|S|/2 samples, n features) does not overfit into a residual above 1.
@@ -238,6 +261,72 @@ def cross_fitted_alignment(
     return out
 
 
+def is_discrete(targets: np.ndarray, fraction: float = DISCRETE_FRACTION) -> bool:
+    """Whether (m, n) ``targets`` hold at most ``fraction`` · m distinct rows (label codes)."""
+    t = np.asarray(targets)
+    return len(t) > 0 and len(np.unique(t, axis=0)) <= fraction * len(t)
+
+
+def shard_reference(
+    shared_targets: np.ndarray,
+    anchor_targets: np.ndarray,
+    ridge: float,
+    is_anchor: bool,
+    seed: int = 0,
+    method: str = "ridge",
+) -> np.ndarray:
+    """What a participant's honest aligned shard targets look like, from its shared targets.
+
+    The anchor's own S targets (it keeps T = I); a discrete prior's (:func:`is_discrete`)
+    in-sample alignment T_k S_k; otherwise the cross-fitted (out-of-sample) alignment
+    (:func:`cross_fitted_alignment`).
+
+    Returns
+    -------
+    np.ndarray
+        float32 (|S|, n_out).
+    """
+    if is_anchor:
+        return np.asarray(shared_targets, dtype=np.float32)
+    if is_discrete(shared_targets):
+        fit = fit_alignment(shared_targets, anchor_targets, ridge=ridge, method=method)
+        return fit.apply(shared_targets).astype(np.float32)
+    return cross_fitted_alignment(shared_targets, anchor_targets, ridge, seed=seed, method=method)
+
+
+def check_shard_scale(
+    reference: np.ndarray, shard_targets: np.ndarray, max_scale: float = MAX_ROW_SCALE
+) -> str | None:
+    """Check 5: every aligned shard row (m, n) of a magnitude the reference (|S|, n) allows.
+
+    Row i fails when ‖t_i − μ‖ > ``max_scale`` · max_j ‖r_j − μ‖ (μ the reference's mean) or
+    ‖t_i‖ < min_j ‖r_j‖ / ``max_scale``. Passes with fewer than 2 reference rows.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    if len(ref) < 2 or len(shard_targets) == 0:
+        return None
+    mu = ref.mean(axis=0)
+    spread = float(np.linalg.norm(ref - mu, axis=1).max())
+    floor = float(np.linalg.norm(ref, axis=1).min())
+    x = np.asarray(shard_targets, dtype=np.float64)
+    far = np.linalg.norm(x - mu, axis=1)
+    i = int(np.argmax(far))
+    if far[i] > max_scale * spread:
+        ratio = far[i] / spread if spread > 0 else float("inf")
+        return (
+            f"shard target row {i} lies {ratio:.3g}x farther from the mean of its shared-set targets "
+            f"than any of them (at most {max_scale:g}x): magnitude poisoning"
+        )
+    norms = np.linalg.norm(x, axis=1)
+    j = int(np.argmin(norms))
+    if norms[j] * max_scale < floor:
+        return (
+            f"shard target row {j} has norm {norms[j]:.3g}, under 1/{max_scale:g} of its smallest "
+            f"shared-set target norm {floor:.3g}: magnitude poisoning"
+        )
+    return None
+
+
 def check_shard_distribution(
     shared_targets: np.ndarray,
     anchor_targets: np.ndarray,
@@ -249,20 +338,23 @@ def check_shard_distribution(
     seed: int = 0,
     method: str = "ridge",
 ) -> str | None:
-    """Check 4: aligned shard targets (m, n) distributed like honest out-of-sample ones.
+    """Checks 5 and 4: aligned shard targets (m, n) of honest magnitude, distributed like
+    honest out-of-sample ones.
 
     The reference is the participant's own S targets (|S|, n) as they would be aligned if
-    unseen (:func:`cross_fitted_alignment`), or unchanged for the anchor. Skipped (passes)
-    when either side has fewer than 20 rows: too few for the estimate. ``max_tv`` is the
-    run-config's ``screen-max-tv``, ``max_samples`` its ``g-max-samples`` (points per side of
-    the TV estimate), ``method`` its ``alignment``.
+    unseen (:func:`shard_reference`). The scale check (:func:`check_shard_scale`) runs
+    whenever the reference is sound (the anchor's S, or |S| ≥ 20: a cross-fit on fewer rows
+    says little); the distribution check is skipped (passes) when either side has fewer
+    than 20 rows: too few for the estimate. ``max_tv`` is the run-config's ``screen-max-tv``,
+    ``max_samples`` its ``g-max-samples`` (points per side of the TV estimate), ``method``
+    its ``alignment``.
     """
-    if len(shared_targets) < 20 or len(shard_targets) < 20:
+    if len(shared_targets) < (2 if is_anchor else 20):
         return None
-    if is_anchor:
-        reference = np.asarray(shared_targets, dtype=np.float32)
-    else:
-        reference = cross_fitted_alignment(shared_targets, anchor_targets, ridge, seed=seed, method=method)
+    reference = shard_reference(shared_targets, anchor_targets, ridge, is_anchor, seed=seed, method=method)
+    reason = check_shard_scale(reference, shard_targets)
+    if reason or len(shared_targets) < 20 or len(shard_targets) < 20:
+        return reason
     tv = tv_distance(reference, shard_targets, max_samples=max_samples, seed=seed)
     if tv > max_tv:
         return (

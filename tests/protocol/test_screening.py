@@ -223,3 +223,96 @@ def test_information_check_rejects_noise_for_every_seed(seed: int):
     honest = [_prior_view(z, s, noise=1.0) for s in range(1, 6)]
     noise = np.random.default_rng(100 + seed).normal(size=(S, N)).astype(np.float32)
     assert screening.check_information(noise, honest, seed=seed, **INFO) is not None
+
+
+# ------------------------------------------------------------ magnitude and discrete priors
+def _honest(seed=0):
+    """A participant's and the anchor's S targets, and the participant's honest aligned shard."""
+    z_s, z_d = _latent(seed, S), _latent(seed + 1, 400)
+    mine_s, anchor_s, mine_d = _prior_view(z_s, 1), _prior_view(z_s, 2), _prior_view(z_d, 1)
+    return mine_s, anchor_s, fit_alignment(mine_s, anchor_s, ridge=1e-3).apply(mine_d)
+
+
+@pytest.mark.parametrize(
+    "attack", ["one-row", "whole-shard", "random-row-factors", "shrunk-row", "anchor-row"]
+)
+def test_scale_check_catches_magnitude_poisoning(attack):
+    # Screening compared L2-normalized rows, so scale passed: one row times 1e6 was merged.
+    mine_s, anchor_s, shard = _honest()
+    is_anchor = attack == "anchor-row"
+    if is_anchor:
+        mine_s, shard = anchor_s, _prior_view(_latent(1, 400), 2)
+    rng = np.random.default_rng(5)
+    poisoned = shard.astype(np.float64)
+    if attack in ("one-row", "anchor-row"):
+        poisoned[7] *= 1e6
+    elif attack == "whole-shard":
+        poisoned *= 1e3
+    elif attack == "random-row-factors":
+        poisoned *= 10.0 ** rng.uniform(-2, 2, size=(len(poisoned), 1))
+    else:
+        poisoned[3] *= 1e-6
+    args = {"ridge": 1e-3, "is_anchor": is_anchor, **SHARD}
+    assert screening.check_shard_distribution(mine_s, anchor_s, shard, **args) is None
+    reason = screening.check_shard_distribution(mine_s, anchor_s, poisoned.astype(np.float32), **args)
+    assert reason is not None and "magnitude poisoning" in reason
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_honest_shards_sit_inside_the_scale_bound(seed):
+    mine_s, anchor_s, shard = _honest(seed)
+    reference = screening.shard_reference(mine_s, anchor_s, 1e-3, is_anchor=False, seed=seed)
+    assert screening.check_shard_scale(reference, shard) is None
+    assert screening.check_shard_scale(anchor_s, _prior_view(_latent(seed + 1, 400), 2)) is None
+
+
+def test_scale_check_definition():
+    ref = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 2.0]])  # mean (0, 2/3); farthest row 4/3 away
+    far = np.array([[0.0, 2 / 3 + 4 * 4 / 3 + 1e-6]])
+    assert "farther" in screening.check_shard_scale(ref, far, max_scale=4.0)
+    assert screening.check_shard_scale(ref, far - np.array([0.0, 2e-6]), max_scale=4.0) is None
+    small = np.array([[0.25 - 1e-6, 0.0]])  # smallest reference norm 1: bound 1/4
+    assert "norm" in screening.check_shard_scale(ref, small, max_scale=4.0)
+    assert screening.check_shard_scale(ref, small + np.array([2e-6, 0.0]), max_scale=4.0) is None
+    assert screening.check_shard_scale(ref[:1], far) is None  # too few reference rows
+
+
+def test_is_discrete_counts_distinct_rows():
+    codes = np.eye(4)[np.arange(40) % 4]
+    assert screening.is_discrete(codes)
+    assert not screening.is_discrete(np.random.default_rng(0).normal(size=(40, 4)))
+    assert not screening.is_discrete(np.zeros((0, 4)))
+
+
+@pytest.mark.parametrize("anchor_kind", ["annotator", "model"])
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_honest_annotators_pass_the_shard_check(anchor_kind, fraction):
+    # Label codes are discrete: the cross-fitted reference splits each code into one atom per
+    # fold, which the k-NN estimate tells apart from the shard's single atom. Two honest
+    # human annotators were rejected that way.
+    rng = np.random.default_rng(0)
+    y_s, y_d = rng.integers(0, 10, size=200), rng.integers(0, 10, size=1000)
+
+    def codes(labels, seed):
+        out = np.eye(10)[labels]
+        if fraction < 1.0:  # an unlabeled image gets the uniform code, as human?fraction does
+            out[np.random.default_rng(seed).random(len(labels)) >= fraction] = 0.1
+        return (out @ np.random.default_rng(7).normal(size=(10, N))).astype(np.float32)
+
+    mine_s, mine_d = codes(y_s, 1), codes(y_d, 2)
+    if anchor_kind == "annotator":
+        anchor_s = (np.eye(10)[y_s] @ rng.normal(size=(10, N))).astype(np.float32)
+    else:  # a model that knows the classes only roughly
+        anchor_s = (np.eye(10)[y_s] @ rng.normal(size=(10, N)) + rng.normal(size=(200, N))).astype(np.float32)
+    shard = fit_alignment(mine_s, anchor_s, ridge=1e-3).apply(mine_d)
+    args = {"ridge": 1e-3, "is_anchor": False, **SHARD}
+    assert screening.check_shard_distribution(mine_s, anchor_s, shard, **args) is None
+    if fraction == 1.0 and anchor_kind == "annotator":
+        # what the old reference did: the same honest shard looks like a different distribution
+        from coopt_flwr.protocol.inconsistency import tv_distance
+
+        oos = screening.cross_fitted_alignment(mine_s, anchor_s, ridge=1e-3)
+        assert tv_distance(oos, shard, max_samples=SHARD["max_samples"]) > SHARD["max_tv"]
+    noise = np.random.default_rng(9).normal(size=shard.shape).astype(np.float32) * shard.std()
+    reason = screening.check_shard_distribution(mine_s, anchor_s, noise, **args)
+    assert reason is not None and "poisoning" in reason
