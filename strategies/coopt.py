@@ -105,6 +105,13 @@ _BAD_REPLY = (ReplyError, KeyError, TypeError, ValueError)
 MIN_ENSEMBLE_WEIGHT = 1e-3
 
 
+#: Bounds on what a node may claim about itself: a claim past them is rejected, not trusted
+#: (a claim of 10⁹ samples made the platform allocate for them; a huge federation size made
+#: it wait for participants that do not exist).
+MAX_PARTITIONS = 100_000
+MAX_LOCAL_SAMPLES = 10_000_000
+
+
 def _error_reason(reply: Message) -> str:
     err = reply.error
     lines = [ln for ln in str(err.reason).strip().splitlines() if ln.strip()]
@@ -181,10 +188,13 @@ class CoOptStrategy:
         self.num_partitions = 0  # the federation's size, as the nodes report it
         self.stages: dict[int, int] = {}  # partition -> evolution stage it uses this round
         self.path_lengths: dict[int, int] = {}  # partition -> stages of its path (as reported)
-        self.node_partitions: dict[int, int] = {}  # node id -> partition it last reported
+        # node id -> the partition bound to it (claimed first, kept for the run; re-bound only
+        # when a resumed run finds none of its nodes, as a restarted simulation does)
+        self.node_partitions: dict[int, int] = {}
         self.round_summaries: list[dict[str, Any]] = []
         self.resumes: list[dict[str, Any]] = []  # where each restart picked up the run
         self._baseline_rss_mb = current_rss_mb()
+        self._nodes_seen = False  # this process has waited for the federation once
 
     # ------------------------------------------------------------------ nodes
     def wait_for_nodes(self, grid: GridLike, settle: float = 1.0) -> list[int]:
@@ -212,6 +222,14 @@ class CoOptStrategy:
                     f"only {len(ids)} node(s) connected within {timeout:.0f} s; min-nodes is {min_nodes}"
                 )
             time.sleep(0.2)
+
+    def _connected_nodes(self, grid: GridLike) -> list[int]:
+        """The nodes now: waited for (``min-nodes``, settled) the first time this process asks —
+        a resumed run's nodes connect anew —, read directly afterwards."""
+        if not self._nodes_seen:
+            self._nodes_seen = True
+            return self.wait_for_nodes(grid)
+        return sorted(int(n) for n in grid.get_node_ids())
 
     def stage_table(self) -> list[int]:
         """Evolution stage of every partition, indexed by partition id (0 where unknown)."""
@@ -252,12 +270,18 @@ class CoOptStrategy:
             A failure reason by node id for every node that sent an error or nothing within
             ``timeout`` (never silently dropped).
         """
-        nodes = list(messages)
+        # A message to a node that is gone is dropped by Flower's in-memory grid without an id;
+        # such nodes fail here, by name, instead of desynchronizing the ids from the nodes.
+        connected = {int(n) for n in grid.get_node_ids()}
+        failures = {n: "node is not connected" for n in messages if n not in connected}
+        nodes = [n for n in messages if n in connected]
         msg_ids = list(grid.push_messages([messages[n] for n in nodes]))
+        if len(msg_ids) != len(nodes):
+            raise RuntimeError(f"the grid took {len(msg_ids)} of {len(nodes)} messages without saying which")
         pending = {mid: n for mid, n in zip(msg_ids, nodes, strict=True) if mid}
-        failures = {
-            n: "message could not be pushed" for mid, n in zip(msg_ids, nodes, strict=True) if not mid
-        }
+        failures.update(
+            {n: "message could not be pushed" for mid, n in zip(msg_ids, nodes, strict=True) if not mid}
+        )
         deadline = time.monotonic() + timeout
         wait = self.poll_interval
         step = next(iter(messages.values())).metadata.message_type if messages else "?"
@@ -341,13 +365,16 @@ class CoOptStrategy:
         """
         config = self._base_config(round_)
         arrays = {P.SHARED_IDS: self.shared_ids, **self.shared_arrays}
-        todo, expected = list(node_ids), 0
+        todo, expected, claims = list(node_ids), 0, []
 
         def on_reply(node: int, reply: Message) -> None:
             nonlocal expected
             rec = records[node]
             try:
-                expected = max(expected, self._read_uniformity(rec, reply))
+                claims.append(self._read_uniformity(rec, reply))
+                # The median claim: one node cannot make the platform wait for a federation
+                # of a million.
+                expected = int(np.median(claims))
                 rec.status = Status.OK
             except _BAD_REPLY as exc:
                 rec.fail(Status.REJECTED, f"uniformity: {exc}")
@@ -377,6 +404,11 @@ class CoOptStrategy:
         node = reply.content[P.NODE]
         arrays = reply.content[P.ARRAYS]
         rec.partition_id = int(node[P.PARTITION_ID])
+        num_partitions = int(node[P.NUM_PARTITIONS])
+        if not 1 <= num_partitions <= MAX_PARTITIONS:
+            raise ReplyError(f"claims a federation of {num_partitions} partitions (1 to {MAX_PARTITIONS})")
+        if not 0 <= rec.partition_id < num_partitions:
+            raise ReplyError(f"partition id {rec.partition_id} outside 0 to {num_partitions - 1}")
         rec.name = str(node.get(P.NAME, "")) or f"partition-{rec.partition_id}"
         # A node without evolution support reports neither: one prior, stage 0.
         rec.stage = int(node[P.STAGE]) if P.STAGE in node else 0
@@ -394,8 +426,8 @@ class CoOptStrategy:
         rec.embed_seconds = float(node[P.EMBED_SECONDS])
         rec.cached = int(node[P.CACHED])
         rec.reported_uniformity = float(node[P.REPORTED_UNIFORMITY])
-        if self.local and rec.data_samples < 1:
-            raise ReplyError(f"the participant holds {rec.data_samples} samples")
+        if self.local and not 1 <= rec.data_samples <= MAX_LOCAL_SAMPLES:
+            raise ReplyError(f"claims to hold {rec.data_samples} samples (1 to {MAX_LOCAL_SAMPLES:,})")
         targets = check_targets(
             arrays[P.SHARED_TARGETS].numpy(), len(self.shared_ids), self.settings.target_dim, "shared targets"
         )
@@ -404,33 +436,78 @@ class CoOptStrategy:
         reason = screening.check_claimed_uniformity(targets, float(node[P.REPORTED_TARGET_UNIFORMITY]))
         if reason:
             raise ReplyError(reason)
-        return int(node[P.NUM_PARTITIONS])
+        return num_partitions
 
     def _check_identities(self, records: dict[int, NodeRecord]) -> None:
-        """Partition ids (and names, in local mode) must be unique among accepted nodes."""
+        """Bind partition ids (and names, in local mode) to nodes; reject conflicting claims.
+
+        A node keeps the partition it first claimed for the whole run; another node claiming
+        it while its holder is connected is rejected, never the holder (nodes bound to their
+        claim are judged first). A partition whose holder is gone may be taken over. In local
+        mode a name owns a block of sample ids, so it stays bound to its node even while that
+        node is away: a newcomer cannot take over (and overwrite) another institution's block.
+        """
         partitions: dict[int, int] = {}
         names: dict[str, int] = {}
-        for rec in sorted(records.values(), key=lambda r: r.node_id):
+        connected = set(records)
+        holders = {p: n for n, p in self.node_partitions.items() if n in connected}
+
+        def bound_first(rec: NodeRecord) -> tuple[bool, int]:
+            return self.node_partitions.get(rec.node_id) != rec.partition_id, rec.node_id
+
+        for rec in sorted(records.values(), key=bound_first):
             if rec.status != Status.OK:
                 continue
-            if rec.partition_id < 0 or rec.partition_id in partitions:
-                rec.fail(
-                    Status.REJECTED,
-                    f"uniformity: partition id {rec.partition_id} is invalid or "
-                    f"already taken by node {partitions.get(rec.partition_id)}",
+            bound = self.node_partitions.get(rec.node_id)
+            holder = holders.get(rec.partition_id)
+            owner = self.namespace.get(rec.name, {}).get("node") if self.local else None
+            if bound is not None and bound != rec.partition_id:
+                reason = f"claims partition {rec.partition_id}, but partition {bound} is bound to this node"
+            elif holder is not None and holder != rec.node_id:
+                reason = f"partition id {rec.partition_id} is bound to node {holder}"
+            elif rec.partition_id in partitions:
+                reason = (
+                    f"partition id {rec.partition_id} already claimed by node {partitions[rec.partition_id]}"
                 )
+            elif self.local and owner is not None and owner != rec.node_id:
+                reason = f"participant name {rec.name!r} is bound to node {owner}"
             elif self.local and rec.name in names:
-                rec.fail(
-                    Status.REJECTED,
-                    f"uniformity: participant name {rec.name!r} already taken by node {names[rec.name]}",
-                )
+                reason = f"participant name {rec.name!r} already taken by node {names[rec.name]}"
             else:
                 partitions[rec.partition_id] = rec.node_id
                 names[rec.name] = rec.node_id
+                self.node_partitions = {
+                    n: p for n, p in self.node_partitions.items() if p != rec.partition_id
+                }
                 self.node_partitions[rec.node_id] = rec.partition_id
                 # What the platform knows of each path decides who may upgrade next round.
                 self.stages[rec.partition_id] = rec.stage
                 self.path_lengths[rec.partition_id] = rec.num_stages
+                continue
+            rec.fail(Status.REJECTED, f"uniformity: {reason}")
+
+    def rebind(self, connected: Iterable[int]) -> bool:
+        """Forget every node binding when none of the bound nodes is connected (a restarted
+        simulation gives its nodes new ids); keep them all otherwise.
+
+        Returns
+        -------
+        bool
+            Whether the bindings were dropped.
+        """
+        bound = set(self.node_partitions) | {
+            int(e["node"]) for e in self.namespace.values() if e.get("node") is not None
+        }
+        if not bound or bound & {int(n) for n in connected}:
+            return False
+        self.node_partitions = {}
+        for entry in self.namespace.values():
+            entry.pop("node", None)
+        self.log(
+            f"[coopt] none of the {len(bound)} node(s) bound in the checkpoint is connected (new node ids "
+            "after a restart): partitions and names are bound again as nodes report"
+        )
+        return True
 
     def _screen_information(self, records: dict[int, NodeRecord]) -> None:
         """Reject participants whose shared targets predict no other participant's (check 2)."""
@@ -461,8 +538,11 @@ class CoOptStrategy:
                     "offset": total,
                     "count": rec.data_samples,
                     "partition": rec.partition_id,
+                    "node": rec.node_id,
                 }
                 total += rec.data_samples
+            elif entry.get("node") is None:
+                entry["node"] = rec.node_id
             elif entry["count"] != rec.data_samples:
                 rec.fail(
                     Status.REJECTED,
@@ -699,8 +779,9 @@ class CoOptStrategy:
 
         Parts go out one exchange at a time (every node's next part together), so the
         platform holds at most one part per node in flight, whatever the shard size, and
-        merges each as it arrives. A node that fails or is rejected on any part loses the
-        whole assignment: the rows it already contributed this round are cleared again.
+        merges each as it arrives. A node *rejected* on any part loses its whole assignment
+        (what it sent before is distrusted and cleared again); a node that *fails* (an error,
+        silence) keeps the parts already merged — they passed every check — and loses the rest.
 
         Returns
         -------
@@ -714,7 +795,11 @@ class CoOptStrategy:
         done: dict[int, list[np.ndarray]] = {n: [] for n in assignment}
         lost: list[np.ndarray] = []
 
-        def drop(node: int) -> None:  # the node's whole assignment is redone elsewhere
+        def give_up(node: int, part: np.ndarray) -> None:  # a failure: the unsent rest is lost
+            lost.append(np.concatenate([part, *queue[node]]))
+            queue[node] = []
+
+        def drop(node: int) -> None:  # a rejection: the node's whole assignment is redone elsewhere
             merged = np.concatenate(done[node]) if done[node] else np.zeros(0, np.int64)
             if len(merged):
                 if self.contributions is not None:  # only this node's rows; others' stay
@@ -740,7 +825,7 @@ class CoOptStrategy:
             failures = self._exchange(grid, msgs, self.settings.step_timeout, on_reply)
             for node, reason in failures.items():
                 records[node].fail(Status.FAILED, f"align: {reason}")
-                drop(node)
+                give_up(node, batch[node])
         return lost
 
     def _align_message(self, node: int, ids: np.ndarray, round_: int, anchor: NodeRecord) -> Message:
@@ -823,6 +908,18 @@ class CoOptStrategy:
         ``resume`` is the restored state of this round from a checkpoint: its finished phases
         are skipped.
         """
+        if resume is not None and resume.phase == "uniformity":
+            # The align phase talks to the nodes of the checkpoint: after a restart they may
+            # have new ids (a simulation always does), and the round starts over.
+            connected = set(self._connected_nodes(grid))
+            gone = sorted(r.partition_id for r in _accepted(resume.records) if r.node_id not in connected)
+            if gone:
+                self.log(
+                    f"[coopt] round {round_}: participant(s) {gone} of the checkpoint are not connected "
+                    "now: the round starts again from its uniformity phase"
+                )
+                self.rebind(connected)
+                resume = None
         if resume is None:
             records, anchor, state = self._open_round(grid, round_)
         else:
@@ -848,8 +945,7 @@ class CoOptStrategy:
         state = RoundState()
         phases = state.phase_seconds
         t = time.perf_counter()
-        first = round_ == 1 or not self.round_summaries
-        node_ids = self.wait_for_nodes(grid) if first else sorted(int(n) for n in grid.get_node_ids())
+        node_ids = self._connected_nodes(grid)
         phases["wait-nodes"] = time.perf_counter() - t
         state.upgraded = self.upgrade(round_)
         self.log(
@@ -916,6 +1012,7 @@ class CoOptStrategy:
                 self.log(f"[coopt] {out} already holds all {self.settings.num_rounds} rounds; nothing to do")
                 summary = json.loads((out / SUMMARY_FILE).read_text())
                 return RunResult(rounds=[], output_dir=str(out), summary=summary)
+            self.rebind(self._connected_nodes(grid))  # a restarted simulation's nodes are new
         rounds: list[RoundResult] = []
         summary: dict[str, Any] = {}
         for round_ in range(start, self.settings.num_rounds + 1):
@@ -963,6 +1060,11 @@ class CoOptStrategy:
             namespace=self.namespace if self.local else None,
         )
         write_json(out / SUMMARY_FILE, summary)
+        if summary["stale-samples"]:
+            self.log(
+                f"[coopt] warning: {summary['stale-samples']} samples keep targets aligned to an earlier "
+                "round's anchor (their participant did not upload this round): the set is not complete"
+            )
         self._save_checkpoint(result.round, "done", {}, None, None)
         self.log(format_summary(summary))
         return summary

@@ -12,6 +12,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from coopt_flwr.config import DEFAULTS, Settings
 from coopt_flwr.protocol.alignment import RIDGE_AUTO
 from coopt_flwr.protocol.merge import MergedTargets
@@ -91,6 +93,12 @@ def run_summary(
         Local data mode: participant name → its block of global ids (``id-namespace``).
     """
     missing = merged.missing_ids()
+    # Rows merged in a round whose anchor differs from this round's live in that anchor's
+    # space, not this one's (local mode: a participant absent since then kept its rows).
+    anchors = {int(r["round"]): (r["anchor-partition"], r["anchor-prior"]) for r in rounds}
+    latest = (last.anchor_partition, last.anchor_prior)
+    other = [q for q, a in anchors.items() if a != latest]
+    stale = int(np.isin(merged.round, other).sum()) if other else 0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     merged_mb = merged.targets.nbytes / 2**20
     summary = {
@@ -98,8 +106,9 @@ def run_summary(
         "shared-samples": shared_samples,
         "target-dim": settings.target_dim,
         "data-mode": settings.data_mode,
-        "complete": bool(len(missing) == 0),
+        "complete": bool(len(missing) == 0 and stale == 0),
         "missing-ids": missing.tolist(),
+        "stale-samples": stale,
         "anchor": {
             "partition": last.anchor_partition,
             "prior": last.anchor_prior,
