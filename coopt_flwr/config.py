@@ -4,20 +4,38 @@
 ``[tool.flwr.app.config]`` table of ``pyproject.toml`` (``flwr run`` reads them from there; a
 test keeps both equal), and the Hydra configs of ``simulations/`` spell them the same way
 (:func:`simulations.common.run_config_overrides` passes them to the app factories).
+
+Validation happens in one place, before any node work: :meth:`Settings.from_config` checks
+every value on its own (types and bounds), :func:`check_run_config` adds what needs the
+registries and the file system (prior and data-set names, the output folder), and
+:func:`check_data_size` what needs the size of the data set. All raise :class:`ConfigError`,
+whose message names the key and the fix; the launchers print it as one line.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
+import os
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from coopt_flwr.protocol.alignment import RIDGE_AUTO
 from coopt_flwr.protocol.evolution import format_path, parse_path
+from coopt_flwr.registry.spec import parse_spec
+
+if TYPE_CHECKING:
+    from coopt_flwr.registry.datasets import ImageData
+
+
+class ConfigError(ValueError):
+    """A run-config value the run cannot start with; the message names the key and the fix."""
 
 
 def conf_dir() -> Path:
@@ -72,6 +90,20 @@ ALIGNMENTS = ("ridge", "procrustes")
 #: ``ensemble-weighting`` values: how the r aligned targets of a sample are averaged.
 ENSEMBLE_WEIGHTINGS = ("mean", "residual")
 
+#: ``target-dim`` bounds: the platform holds |D| × n float32 targets, so n is bounded where
+#: a typo (``1e9``) would otherwise try a multi-TiB allocation.
+MAX_TARGET_DIM = 65_536
+#: ``seed`` bounds: the 32-bit range every seeded library here accepts.
+MAX_SEED = 2**32 - 1
+#: The smallest shared set S the protocol works with: screening cross-fits S in two halves of
+#: at least 2 rows (:func:`coopt_flwr.protocol.screening.held_out_residual`) once three
+#: participants take part, and the ServerApp cannot know beforehand how many will.
+MIN_SHARED_SAMPLES = 4
+#: The prior names registered by :mod:`coopt_flwr.registry.priors` (a test keeps them equal).
+#: Checked here without importing that module: it loads torch and timm, which the platform
+#: otherwise never needs.
+BUILTIN_PRIORS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "human", "timm", "weak")
+
 
 def load_mix(name: str, conf_dir: Path | None = None) -> list[str]:
     """Prior specs of a named mix, ``conf/mix/<name>.yaml`` with a ``priors:`` list.
@@ -83,12 +115,12 @@ def load_mix(name: str, conf_dir: Path | None = None) -> list[str]:
     path = root / "mix" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (root / "mix").glob("*.yaml"))
-        raise ValueError(f"unknown prior mix {name!r} (no {path}); known mixes: {known}")
+        raise ConfigError(f"unknown prior mix {name!r} (no {path}); known mixes: {known}")
     data = yaml.safe_load(path.read_text())
     priors = data.get("priors") if isinstance(data, dict) else None
     entries = [_entry(p) for p in priors] if isinstance(priors, list) else []
     if not entries or any(e is None for e in entries):
-        raise ValueError(
+        raise ConfigError(
             f"{path} must hold a non-empty list of prior spec strings (or lists of specs, "
             "evolution paths) under 'priors'"
         )
@@ -108,7 +140,7 @@ def prior_entries(value: str | Sequence[Any]) -> list[str]:
     items = list(value) if _is_list(value) else str(value).split(",")
     entries = [_entry(p) for p in items]
     if any(e is None for e in entries):
-        raise ValueError(f"run-config 'priors' must hold prior specs or lists of specs, got {value!r}")
+        raise ConfigError(f"run-config 'priors' must hold prior specs or lists of specs, got {value!r}")
     return [e.strip() for e in entries if e is not None and e.strip()]
 
 
@@ -129,9 +161,9 @@ def parse_ridge(value: object) -> float | None:
     try:
         ridge = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ValueError(f"ridge must be a number >= 0 or {RIDGE_AUTO!r}, got {value!r}") from None
+        raise ConfigError(f"ridge must be a number >= 0 or {RIDGE_AUTO!r}, got {value!r}") from None
     if not ridge >= 0 or ridge == float("inf"):
-        raise ValueError(f"ridge must be a finite number >= 0 or {RIDGE_AUTO!r}, got {value!r}")
+        raise ConfigError(f"ridge must be a finite number >= 0 or {RIDGE_AUTO!r}, got {value!r}")
     return ridge
 
 
@@ -183,66 +215,73 @@ class Settings:
 
         Raises
         ------
-        ValueError
+        ConfigError
             On an unknown key or an out-of-range value, naming the key.
         """
         merged = dict(DEFAULTS)
         for source in (config, overrides or {}):
             unknown = set(source) - set(DEFAULTS)
             if unknown:
-                raise ValueError(f"unknown run-config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+                raise ConfigError(f"unknown run-config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
             merged.update(source)
         c = merged
         mix = str(c["prior-mix"]).strip()
         priors = load_mix(mix) if mix else prior_entries(c["priors"])
         if not priors:
-            raise ValueError("run-config 'priors' is empty and no 'prior-mix' is named")
-        paths = tuple(parse_path(p) for p in priors)
-        upgrade_fraction = float(c["upgrade-fraction"])
+            raise ConfigError("run-config 'priors' is empty and no 'prior-mix' is named")
+        try:
+            paths = tuple(parse_path(p) for p in priors)
+        except ValueError as exc:
+            raise ConfigError(f"priors: {exc}") from None
+        upgrade_fraction = _number(c, "upgrade-fraction")
         if not 0.0 <= upgrade_fraction <= 1.0:
-            raise ValueError(f"upgrade-fraction must lie in [0, 1], got {upgrade_fraction}")
-        fraction = float(c["shared-fraction"])
+            raise ConfigError(f"upgrade-fraction must lie in [0, 1], got {c['upgrade-fraction']!r}")
+        fraction = _number(c, "shared-fraction")
         if not 0.0 < fraction < 1.0:
-            raise ValueError(f"shared-fraction must lie in (0, 1), got {fraction}")
-        _positive(c, "num-rounds", "target-dim", "min-nodes", "batch-size", "g-max-samples")
+            raise ConfigError(
+                f"shared-fraction must lie in (0, 1) (|S| / |D|, e.g. 0.1), got {c['shared-fraction']!r}"
+            )
+        counts = {k: _integer(c, k, 1) for k in ("num-rounds", "min-nodes", "batch-size", "g-max-samples")}
+        target_dim = _integer(c, "target-dim", 1, MAX_TARGET_DIM)
+        seed = _integer(c, "seed", 0, MAX_SEED)
+        max_reassign = _integer(c, "max-reassign", 0)
+        upload_max_samples = _integer(c, "upload-max-samples", 1)
         _positive(c, "node-wait-timeout", "step-timeout")
-        if int(c["max-reassign"]) < 0:
-            raise ValueError(f"max-reassign must be >= 0, got {c['max-reassign']}")
         mode = str(c["data-mode"]).strip()
         if mode not in DATA_MODES:
-            raise ValueError(f"data-mode must be one of {DATA_MODES}, got {mode!r}")
-        _positive(c, "screen-max-residual", "screen-max-tv", "upload-max-samples", "shard-max-residual")
+            raise ConfigError(f"data-mode must be one of {DATA_MODES}, got {mode!r}")
+        _positive(c, "screen-max-residual", "screen-max-tv", "shard-max-residual")
         redundancy = _redundancy(c["redundancy"], mode)
         out = str(c["output-dir"]).strip()
         output_dir = Path(out) if out else Path("outputs") / time.strftime("%Y%m%d-%H%M%S")
         return cls(
-            num_rounds=int(c["num-rounds"]),
+            num_rounds=counts["num-rounds"],
             dataset=str(c["dataset"]),
             data_root=str(c["data-root"]),
             priors=tuple(priors),
             shared_fraction=fraction,
-            target_dim=int(c["target-dim"]),
+            target_dim=target_dim,
             ridge=parse_ridge(c["ridge"]),
-            seed=int(c["seed"]),
-            min_nodes=int(c["min-nodes"]),
-            node_wait_timeout=float(c["node-wait-timeout"]),
-            step_timeout=float(c["step-timeout"]),
-            max_reassign=int(c["max-reassign"]),
-            g_max_samples=int(c["g-max-samples"]),
-            batch_size=int(c["batch-size"]),
+            seed=seed,
+            min_nodes=counts["min-nodes"],
+            node_wait_timeout=_number(c, "node-wait-timeout"),
+            step_timeout=_number(c, "step-timeout"),
+            max_reassign=max_reassign,
+            g_max_samples=counts["g-max-samples"],
+            batch_size=counts["batch-size"],
             device=str(c["device"]),
             output_dir=output_dir.expanduser().resolve(),
             data_mode=mode,
-            screen_max_residual=float(c["screen-max-residual"]),
-            screen_max_tv=float(c["screen-max-tv"]),
+            screen_max_residual=_number(c, "screen-max-residual"),
+            screen_max_tv=_number(c, "screen-max-tv"),
             resume=_bool(c["resume"], "resume"),
-            upload_max_samples=int(c["upload-max-samples"]),
+            upload_max_samples=upload_max_samples,
             redundancy=redundancy,
             ensemble_weighting=_choice(c, "ensemble-weighting", ENSEMBLE_WEIGHTINGS),
             anchor_rule=_choice(c, "anchor-rule", ANCHOR_RULES),
             alignment=_choice(c, "alignment", ALIGNMENTS),
             standardize_targets=_bool(c["standardize-targets"], "standardize-targets"),
-            shard_max_residual=float(c["shard-max-residual"]),
+            shard_max_residual=_number(c, "shard-max-residual"),
             upgrade_fraction=upgrade_fraction,
             paths=paths,
         )
@@ -274,13 +313,13 @@ def _bool(value: Any, key: str) -> bool:
         return True
     if text in ("false", "0", "no"):
         return False
-    raise ValueError(f"{key} must be true or false, got {value!r}")
+    raise ConfigError(f"{key} must be true or false, got {value!r}")
 
 
 def _choice(c: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
     value = str(c[key]).strip()
     if value not in allowed:
-        raise ValueError(f"{key} must be one of {allowed}, got {c[key]!r}")
+        raise ConfigError(f"{key} must be one of {allowed}, got {c[key]!r}")
     return value
 
 
@@ -291,9 +330,9 @@ def _redundancy(value: Any, mode: str) -> int:
     except (TypeError, ValueError):
         number = float("nan")
     if isinstance(value, bool) or not number.is_integer() or number < 1:
-        raise ValueError(f"redundancy must be an integer >= 1, got {value!r}")
+        raise ConfigError(f"redundancy must be an integer >= 1, got {value!r}")
     if number > 1 and mode == "local":
-        raise ValueError(
+        raise ConfigError(
             f"redundancy {int(number)} needs data-mode 'platform': in local data mode only the "
             "participant holding a sample has its image, so no second participant can embed it"
         )
@@ -302,5 +341,161 @@ def _redundancy(value: Any, mode: str) -> int:
 
 def _positive(c: Mapping[str, Any], *keys: str) -> None:
     for key in keys:
-        if float(c[key]) <= 0:
-            raise ValueError(f"{key} must be > 0, got {c[key]}")
+        if not _number(c, key) > 0:  # NaN fails too
+            raise ConfigError(f"{key} must be > 0, got {c[key]!r}")
+
+
+def _number(c: Mapping[str, Any], key: str) -> float:
+    """``c[key]`` as a float (``--run-config`` may give numbers as strings), naming the key."""
+    value = c[key]
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a number, got {value!r}") from None
+
+
+def _integer(c: Mapping[str, Any], key: str, low: int, high: int | None = None) -> int:
+    """``c[key]`` as an int in ``[low, high]``: an int, an integral float (``1e3``) or such a string."""
+    value = c[key]
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, (float, str)):
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            try:
+                as_float = float(value)
+            except ValueError:
+                as_float = math.nan
+            number = int(as_float) if as_float.is_integer() else None
+    bound = f">= {low}" if high is None else f"between {low} and {high:,}"
+    if number is None or number < low or (high is not None and number > high):
+        raise ConfigError(f"{key} must be an integer {bound}, got {value!r}")
+    return number
+
+
+# ------------------------------------------------------------------ checks before node work
+def check_run_config(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Validate a run-config completely, before Ray, a SuperLink or any node work starts.
+
+    :meth:`Settings.from_config` (every value alone), then every prior of every evolution path
+    against the prior registry, the data set against the data-set registry (its name and spec,
+    without loading it) and the output folder (a folder, or creatable, and writable).
+
+    Returns
+    -------
+    Settings
+        The validated settings.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key and the fix.
+    """
+    settings = Settings.from_config(config, overrides)
+    _check_priors(settings.paths)
+    _check_dataset(settings.dataset)
+    _check_output_dir(settings.output_dir)
+    return settings
+
+
+def known_priors() -> list[str]:
+    """The prior names a run may use: :data:`BUILTIN_PRIORS`, and when this process has loaded
+    the prior registry (a launcher, a test) every name registered there."""
+    loaded = sys.modules.get("coopt_flwr.registry.priors")
+    names = set(BUILTIN_PRIORS) | (set(loaded.list_priors()) if loaded is not None else set())
+    return sorted(names)
+
+
+def _unknown_name(kind: str, key: str, spec: str, name: str, known: Iterable[str]) -> ConfigError:
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return ConfigError(f"{key}: unknown {kind} {name!r} in {spec!r}; {hint}known: {', '.join(known)}")
+
+
+def _check_priors(paths: Sequence[Sequence[str]]) -> None:
+    """Every stage of every path parses and names a registered prior (options are the
+    participant's to check when it builds the prior)."""
+    known = known_priors()
+    for path in paths:
+        for spec in path:
+            try:
+                name = parse_spec(spec).name
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"priors: {exc}") from None
+            if name not in known:
+                raise _unknown_name("prior", "priors", spec, name, known)
+
+
+def _check_dataset(spec: str) -> None:
+    """The data-set spec parses and names a registered data set (the data is not loaded)."""
+    from coopt_flwr.registry.datasets import list_datasets  # numpy only; imported when needed
+
+    try:
+        name = parse_spec(spec).name
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"dataset: {exc}") from None
+    known = list_datasets()
+    if name not in known:
+        raise _unknown_name("data set", "dataset", spec, name, known)
+
+
+def _check_output_dir(path: Path) -> None:
+    """``output-dir`` is a folder (or can be created as one) that this user may write."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output-dir {path} is an existing file, not a folder; give a folder path")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"output-dir {path} cannot be created: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"output-dir {path} is not writable ({existing} does not let this user create files); "
+            "give a folder this user may write"
+        )
+
+
+def load_dataset(settings: Settings) -> ImageData:
+    """The platform's data set (``dataset``, ``data-root``); a load failure (a missing or
+    corrupt file, a bad option, no download) is a :class:`ConfigError` naming the key."""
+    from coopt_flwr.registry.datasets import create_dataset
+
+    try:
+        return create_dataset(settings.dataset, data_root=settings.data_root or None)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"dataset {settings.dataset!r} cannot be loaded: {exc}") from exc
+
+
+def shared_set_size(num_samples: int, fraction: float) -> int:
+    """|S| of a data set of ``num_samples`` samples, as
+    :func:`coopt_flwr.registry.datasets.shared_subset` draws it (a test keeps both equal)."""
+    return min(num_samples, max(2, round(fraction * num_samples)))
+
+
+def check_data_size(settings: Settings, num_samples: int) -> None:
+    """Check, once the data set's size is known, that it leaves the protocol a shared set S
+    of at least :data:`MIN_SHARED_SAMPLES` samples.
+
+    Raises
+    ------
+    ConfigError
+        Naming the data set, the shared set it gives, and the fix.
+    """
+    n, fraction = int(num_samples), settings.shared_fraction
+    size = shared_set_size(n, fraction) if n >= 2 else n
+    if size >= MIN_SHARED_SAMPLES:
+        return
+    fix = f"use a data set of at least {math.ceil(MIN_SHARED_SAMPLES / fraction)} samples"
+    if n > MIN_SHARED_SAMPLES:  # a fraction < 1 can then give enough: rounded up to 3 decimals
+        least = math.ceil(1000 * MIN_SHARED_SAMPLES / n) / 1000
+        fix = f"raise shared-fraction to at least {least:g}, or {fix}"
+    raise ConfigError(
+        f"dataset {settings.dataset!r} has {n} samples, so shared-fraction {fraction:g} gives a shared "
+        f"set S of {size}; the protocol needs at least {MIN_SHARED_SAMPLES} (screening fits S in two "
+        f"halves): {fix}"
+    )

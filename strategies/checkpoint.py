@@ -5,24 +5,38 @@ the merged set and each participant's shared-set arrays; the tensors are written
 the JSON replaced last, both atomically, so a crash at any point leaves a consistent
 checkpoint (the previous one, or the new one). A checkpoint is only resumed by a run whose
 :func:`fingerprint` matches.
+
+``checkpoint.json`` is input like any other: the tensor file it names must be a file directly
+in the output folder (nothing outside it is read or deleted), and its sha256, recorded when it
+was written, must match before it is resumed (zeroed or altered bytes are refused, not
+resumed). A checkpoint written before the digest existed still loads, with a warning line.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from coopt_flwr.config import Settings
 from coopt_flwr.protocol.merge import MergedTargets
-from coopt_flwr.store.storage import CHECKPOINT_FILE, load_tensors, write_json, write_tensors
+from coopt_flwr.store.storage import (
+    CHECKPOINT_FILE,
+    file_sha256,
+    load_tensors,
+    write_json,
+    write_tensors_hashed,
+)
 from strategies.records import ARRAY_FIELDS, NodeRecord
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "FINGERPRINT_KEYS",
     "Checkpoint",
+    "CheckpointError",
     "Checkpoints",
     "PlatformState",
     "RoundState",
@@ -60,6 +74,17 @@ _LEGACY_FINGERPRINT = {
 }
 
 _MERGED_ARRAYS = ("targets", *MergedTargets.COLUMNS)
+
+
+class CheckpointError(ValueError):
+    """The checkpoint in the output folder cannot be resumed; the message says why and what to do."""
+
+
+#: The tensor files :meth:`Checkpoints.save` writes; the only files it ever deletes.
+_TENSOR_FILE = re.compile(r"checkpoint-r[0-9]+-[A-Za-z0-9_-]+\.safetensors")
+
+#: What every refusal to resume ends with: the ways out.
+_WAYS_OUT = "move the checkpoint files away, use another output-dir, or resume=false to start afresh there"
 
 
 def fingerprint(settings: Settings) -> dict[str, Any]:
@@ -163,15 +188,37 @@ class Checkpoint:
 
 
 class Checkpoints:
-    """Reads and writes the checkpoint of the run in ``settings.output_dir``."""
+    """Reads and writes the checkpoint of the run in ``settings.output_dir``.
 
-    def __init__(self, settings: Settings) -> None:
+    ``log`` receives the warning line of a checkpoint without a tensor digest.
+    """
+
+    def __init__(self, settings: Settings, log: Callable[[str], None] = print) -> None:
         self.out: Path = settings.output_dir
         self.fingerprint = fingerprint(settings)
+        self.log = log
 
     @property
     def path(self) -> Path:
         return self.out / CHECKPOINT_FILE
+
+    def tensor_path(self, name: object) -> Path:
+        """The tensor file ``checkpoint.json`` names, confined to the output folder.
+
+        Raises
+        ------
+        CheckpointError
+            ``name`` is not a file name directly in the output folder (an absolute path, ``..``,
+            a sub-folder, or a symlink that leads elsewhere).
+        """
+        out = self.out.resolve()
+        path = (out / str(name)).resolve() if isinstance(name, str) and name else None
+        if path is None or path.parent != out:
+            raise CheckpointError(
+                f"{self.path} names the tensor file {name!r}, which is not a file in {out}; "
+                f"refusing to read it: {_WAYS_OUT}"
+            )
+        return path
 
     def save(
         self,
@@ -194,8 +241,11 @@ class Checkpoints:
                 value = getattr(rec, name)
                 if value is not None:
                     arrays[f"{name}.{rec.node_id}"] = value
-        write_tensors(self.out / tensor_file, arrays)
-        previous = self.read_json()
+        digest = write_tensors_hashed(self.out / tensor_file, arrays)
+        try:
+            previous = self.read_json()
+        except CheckpointError:
+            previous = None  # an unreadable old checkpoint is replaced, its tensors left alone
         write_json(
             self.path,
             {
@@ -204,6 +254,7 @@ class Checkpoints:
                 "round": round_,
                 "phase": phase,
                 "tensors": tensor_file,
+                "tensors-sha256": digest,
                 "anchor-node": None if anchor is None else str(anchor.node_id),
                 "records": [r.public() for r in records.values()],
                 "state": {} if state is None else state.to_json(),
@@ -211,25 +262,49 @@ class Checkpoints:
                 **platform.to_json(),
             },
         )
-        if previous and previous.get("tensors") not in (None, tensor_file):
-            (self.out / previous["tensors"]).unlink(missing_ok=True)
+        old = previous.get("tensors") if isinstance(previous, dict) else None
+        # Only a name of ours (a plain file name, so the entry in this folder, a link itself and
+        # never its target): nothing else a tampered JSON names is deleted.
+        if isinstance(old, str) and old != tensor_file and _TENSOR_FILE.fullmatch(old):
+            (self.out / old).unlink(missing_ok=True)
 
     def read_json(self) -> dict[str, Any] | None:
         """The raw ``checkpoint.json``; ``None`` when there is none.
 
         Raises
         ------
-        ValueError
-            The file is unreadable.
+        CheckpointError
+            The file is unreadable, or not a JSON object.
         """
         if not self.path.is_file():
             return None
         try:
-            return json.loads(self.path.read_text())
+            ck = json.loads(self.path.read_text())
         except (OSError, ValueError) as exc:
-            raise ValueError(
+            raise CheckpointError(
                 f"{self.path} is not a readable checkpoint ({exc}); move it away to start afresh"
             ) from exc
+        if not isinstance(ck, dict):
+            raise CheckpointError(f"{self.path} is not a checkpoint (not a JSON object): {_WAYS_OUT}")
+        return ck
+
+    def _verify(self, ck: dict[str, Any], tensors: Path) -> None:
+        """The tensor file's bytes against the digest recorded with it (old checkpoints: a warning)."""
+        want = ck.get("tensors-sha256")
+        if want is None:
+            self.log(
+                f"[coopt] warning: {self.path} predates tensor checksums; resuming from "
+                f"{tensors.name} without an integrity check"
+            )
+            return
+        if not tensors.is_file():
+            raise CheckpointError(f"{self.path} names {tensors.name}, which is missing: {_WAYS_OUT}")
+        got = file_sha256(tensors)
+        if got != want:
+            raise CheckpointError(
+                f"checkpoint tensor file {tensors} does not match the sha256 recorded in {self.path} "
+                f"(damaged or altered; recorded {str(want)[:12]}…, found {got[:12]}…): {_WAYS_OUT}"
+            )
 
     def load(self, merged: MergedTargets) -> tuple[Checkpoint, PlatformState] | None:
         """Restore the last finished phase into ``merged``; ``None`` when there is no checkpoint.
@@ -238,22 +313,30 @@ class Checkpoints:
 
         Raises
         ------
-        ValueError
-            The checkpoint belongs to a run with other settings, or is unreadable.
+        CheckpointError
+            The checkpoint belongs to a run with other settings, is unreadable, names a tensor
+            file outside the output folder, or its tensor file does not match its digest.
         """
         ck = self.read_json()
         if ck is None:
             return None
         if ck.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint format {ck.get('format')} is not {CHECKPOINT_FORMAT}")
+            raise CheckpointError(f"checkpoint format {ck.get('format')} is not {CHECKPOINT_FORMAT}")
+        if not isinstance(ck.get("fingerprint"), dict):
+            raise CheckpointError(f"{self.path} holds no settings fingerprint: {_WAYS_OUT}")
         saved = _LEGACY_FINGERPRINT | ck["fingerprint"]
         differ = sorted(k for k in self.fingerprint if saved.get(k) != self.fingerprint[k])
         if differ:
-            raise ValueError(
+            raise CheckpointError(
                 f"{self.out} holds a checkpoint of a run with other settings ({', '.join(differ)}); "
                 "use another output-dir, or resume=false to start afresh there"
             )
-        arrays = load_tensors(self.out / ck["tensors"])
+        tensors = self.tensor_path(ck.get("tensors"))
+        self._verify(ck, tensors)
+        try:
+            arrays = load_tensors(tensors)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{exc}: {_WAYS_OUT}") from exc
         merged.grow(len(arrays["merged.participant"]))
         for name, values in _merged_arrays(arrays).items():
             getattr(merged, name)[:] = values

@@ -1,10 +1,27 @@
 import dataclasses
+import os
+import re
 from pathlib import Path
 
 import pytest
 import tomllib
 
-from coopt_flwr.config import CONF_DIR, DEFAULTS, Settings, conf_dir, load_mix, prior_entries
+from coopt_flwr import config as config_module
+from coopt_flwr.config import (
+    BUILTIN_PRIORS,
+    CONF_DIR,
+    DEFAULTS,
+    MIN_SHARED_SAMPLES,
+    ConfigError,
+    Settings,
+    check_data_size,
+    check_run_config,
+    conf_dir,
+    known_priors,
+    load_mix,
+    prior_entries,
+    shared_set_size,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,3 +168,131 @@ def test_ensemble_and_alignment_keys_parse():
 @pytest.mark.parametrize("value,want", [("auto", None), ("AUTO", None), (0.5, 0.5), ("0.25", 0.25), (0, 0.0)])
 def test_ridge_is_a_strength_or_auto(value, want):
     assert Settings.from_config({}, {"ridge": value}).ridge == want
+
+
+# ------------------------------------------------------------------ bad input: one clear error
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ({"seed": -1}, "seed must be an integer between 0 and 4,294,967,295, got -1"),
+        ({"seed": 1.5}, "seed must be an integer"),
+        ({"target-dim": 1e9}, "target-dim must be an integer between 1 and 65,536"),
+        ({"target-dim": "1e9"}, "target-dim must be an integer between 1 and 65,536"),
+        ({"target-dim": 65_537}, "target-dim must be an integer between 1 and 65,536"),
+        ({"target-dim": 2.5}, "target-dim must be an integer"),
+        ({"num-rounds": "two"}, "num-rounds must be an integer >= 1, got 'two'"),
+        ({"shared-fraction": "half"}, "shared-fraction must be a number, got 'half'"),
+        ({"shared-fraction": float("nan")}, "shared-fraction must lie in"),
+        ({"step-timeout": float("nan")}, "step-timeout must be > 0"),
+        ({"upload-max-samples": 0}, "upload-max-samples must be an integer >= 1"),
+        ({"priors": "a >> b"}, "priors: evolution path"),
+    ],
+)
+def test_bad_values_are_config_errors_naming_the_key(override, match):
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        Settings.from_config({}, override)
+
+
+@pytest.mark.parametrize(
+    "value,want", [(64, 64), (64.0, 64), ("64", 64), ("1e3", 1000), (" 7 ", 7), (65_536, 65_536)]
+)
+def test_integers_may_come_as_integral_floats_or_strings(value, want):
+    assert Settings.from_config({}, {"target-dim": value}).target_dim == want
+
+
+def test_every_check_error_is_a_value_error_for_existing_callers():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_a_valid_run_config_passes_the_full_check_without_creating_anything(tmp_path):
+    out = tmp_path / "a" / "b"
+    settings = check_run_config({}, {"output-dir": str(out), "priors": "human > timm:resnet10t,weak:x"})
+    assert settings.output_dir == out and not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ({"priors": "efficientnet_lit0?size=64,human"}, "unknown prior 'efficientnet_lit0'"),
+        ({"priors": "efficientnet_lit0?size=64"}, "did you mean efficientnet_lite0"),
+        ({"priors": "human,human > nosuch:x"}, "unknown prior 'nosuch' in 'nosuch:x'"),
+        ({"prior-mix": "default", "priors": "ignored"}, None),
+        ({"priors": "human?fraction"}, "priors: bad option"),
+        ({"dataset": "nosuch"}, "dataset: unknown data set 'nosuch'"),
+        ({"dataset": "digit"}, "did you mean digits"),
+        ({"dataset": "digits?"}, "dataset: spec 'digits?' has an empty option list"),
+    ],
+)
+def test_names_are_resolved_against_the_registries(tmp_path, override, match):
+    config = {"output-dir": str(tmp_path), **override}
+    if match is None:
+        check_run_config({}, config)
+        return
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        check_run_config({}, config)
+
+
+def test_builtin_prior_names_are_the_prior_registry_s():
+    from coopt_flwr.registry import priors
+
+    builtin = {
+        name
+        for name, factory in priors._PRIORS._factories.items()
+        if getattr(factory, "func", factory).__module__ == priors.__name__
+    }
+    assert builtin == set(BUILTIN_PRIORS)
+    assert set(known_priors()) == set(priors.list_priors())  # loaded: runtime registrations count
+
+
+def test_an_output_dir_that_is_a_file_or_under_one_is_refused(tmp_path):
+    afile = tmp_path / "results.txt"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match=rf"output-dir {re.escape(str(afile))} is an existing file"):
+        check_run_config({}, {"output-dir": str(afile)})
+    with pytest.raises(ConfigError, match=r"cannot be created: .* is a file"):
+        check_run_config({}, {"output-dir": str(afile / "run")})
+
+
+def test_an_output_dir_this_user_cannot_write_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(config_module.os, "access", lambda path, mode: False)
+    with pytest.raises(ConfigError, match="is not writable"):
+        check_run_config({}, {"output-dir": str(tmp_path / "new")})
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_a_read_only_folder_is_refused(tmp_path):
+    locked = tmp_path / "ro"
+    locked.mkdir(mode=0o500)
+    try:
+        with pytest.raises(ConfigError, match="is not writable"):
+            check_run_config({}, {"output-dir": str(locked / "run")})
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 30, 39, 40, 41, 100, 1797])
+@pytest.mark.parametrize("fraction", [0.01, 0.1, 0.125, 0.5, 0.9])
+def test_shared_set_size_is_the_registry_s(n, fraction):
+    from coopt_flwr.registry.datasets import shared_subset
+
+    assert shared_set_size(n, fraction) == len(shared_subset(n, fraction, seed=0))
+
+
+def test_a_data_set_too_small_for_the_shared_set_is_refused_with_the_fix(tmp_path):
+    settings = Settings.from_config({}, {"output-dir": str(tmp_path), "dataset": "npz:tiny.npz"})
+    want = (
+        "dataset 'npz:tiny.npz' has 30 samples, so shared-fraction 0.1 gives a shared set S of 3; the "
+        "protocol needs at least 4 (screening fits S in two halves): raise shared-fraction to at least "
+        "0.134, or use a data set of at least 40 samples"
+    )
+    with pytest.raises(ConfigError, match=re.escape(want)):
+        check_data_size(settings, 30)
+    check_data_size(settings, 40)  # |S| = 4: enough
+    with pytest.raises(ConfigError, match=r"S of 2; .*: use a data set of at least 40 samples$"):
+        check_data_size(settings, 3)
+    small = Settings.from_config({}, {"shared-fraction": 0.01})
+    for n in (5, 31, 100, 349):  # the suggested fraction gives enough
+        with pytest.raises(ConfigError, match="raise shared-fraction to at least") as info:
+            check_data_size(small, n)
+        least = float(re.search(r"shared-fraction to at least ([0-9.]+),", str(info.value)).group(1))
+        assert 0 < least < 1 and shared_set_size(n, least) >= MIN_SHARED_SAMPLES

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -478,14 +479,41 @@ def _load_npz_cache(entry: Path) -> tuple[np.ndarray, np.ndarray | None] | None:
     return x, y
 
 
+def _cache_modes(source: Path) -> tuple[int, int]:
+    """Modes of a cache entry's files and folder: no wider than the source file's.
+
+    The decoded copy is the source's data: an institution's private (0600) file must not
+    become a world-readable cache. Files get the source's read/write bits (never execute);
+    the folder is the owner's, plus search for whoever may read the source.
+    """
+    readable = stat.S_IMODE(source.stat().st_mode) & 0o666
+    return readable, 0o700 | (readable & 0o044) | ((readable & 0o044) >> 2)
+
+
 def _store_npz_cache(entry: Path, source: Path, x: np.ndarray, y: np.ndarray | None) -> None:
+    file_mode, dir_mode = _cache_modes(source)
     entry.mkdir(parents=True, exist_ok=True)
-    atomic_write(entry / "x.npy", lambda tmp: _save_npy(tmp, x), mode=0o644)  # plain public data
+    os.chmod(entry, dir_mode)
+    atomic_write(entry / "x.npy", lambda tmp: _save_npy(tmp, x), mode=file_mode)
     if y is not None:
-        atomic_write(entry / "y.npy", lambda tmp: _save_npy(tmp, y), mode=0o644)
+        atomic_write(entry / "y.npy", lambda tmp: _save_npy(tmp, y), mode=file_mode)
     # meta.json is written last: its presence marks the entry complete.
     meta = {"source": str(source), "has_y": y is not None, "x_shape": list(x.shape)}
-    atomic_write(entry / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta), "utf-8"), mode=0o644)
+    atomic_write(
+        entry / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta), "utf-8"), mode=file_mode
+    )
+
+
+def _narrow_npz_cache(entry: Path, source: Path) -> None:
+    """Take back what an entry written before :func:`_cache_modes` (0644) grants beyond the source."""
+    file_mode, dir_mode = _cache_modes(source)
+    for path, mode in ((entry, dir_mode), *((entry / n, file_mode) for n in ("x.npy", "y.npy", "meta.json"))):
+        try:
+            current = stat.S_IMODE(path.stat().st_mode)
+            if current & ~mode:
+                os.chmod(path, current & mode)
+        except OSError:
+            pass  # absent (no labels) or not ours: the entry is still read as it is
 
 
 @register_dataset("npz")
@@ -498,6 +526,7 @@ def _npz(spec: Spec, *, data_root: str | None) -> ImageData:
     cached = _load_npz_cache(entry)
     if cached is not None:
         x, y = cached
+        _narrow_npz_cache(entry, path)
     else:
         x, y = _decode_npz(path)
         try:

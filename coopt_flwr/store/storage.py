@@ -1,10 +1,15 @@
-"""Atomic writes of the run's artifacts: a reader never sees a half-written file."""
+"""Atomic writes of the run's artifacts: a reader never sees a half-written file; the output
+folder's lock: one run at a time writes there."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +19,9 @@ from safetensors.numpy import load_file
 OPTIMIZED_FILE = "optimized.safetensors"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.json"  # the platform's state after the last finished phase
+LOCK_FILE = ".lock"  # held (flock) by the run writing the folder
+
+_HASH_CHUNK = 1 << 22  # bytes read at a time when hashing a file
 
 # safetensors dtype names of the numpy dtypes we write.
 _ST_DTYPES = {
@@ -57,6 +65,26 @@ def write_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str
     byte offsets, then the raw bytes; this writes each array straight from its buffer (the
     official reader loads the result, a test checks).
     """
+    return _write_tensors(Path(path), tensors, metadata, None)
+
+
+def write_tensors_hashed(
+    path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None
+) -> str:
+    """:func:`write_tensors`, returning the sha256 (hex) of the bytes written.
+
+    The digest is taken while the bytes go out, so a large file is not read back to hash it;
+    it equals :func:`file_sha256` of the file.
+    """
+    digest = hashlib.sha256()
+    _write_tensors(Path(path), tensors, metadata, digest)
+    return digest.hexdigest()
+
+
+def _write_tensors(
+    path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None, digest: Any | None
+) -> Path:
+    """The writer behind :func:`write_tensors`; ``digest`` (a hashlib object) sees every byte."""
     header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -75,13 +103,27 @@ def write_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
-            fh.write(len(raw).to_bytes(8, "little"))
-            fh.write(raw)
+            for chunk in (len(raw).to_bytes(8, "little"), raw):
+                fh.write(chunk)
+                if digest is not None:
+                    digest.update(chunk)
             for a in arrays:
                 if a.nbytes:
-                    fh.write(memoryview(a.reshape(-1)).cast("B"))
+                    view = memoryview(a.reshape(-1)).cast("B")
+                    fh.write(view)
+                    if digest is not None:
+                        digest.update(view)
 
-    return atomic_write(Path(path), write)
+    return atomic_write(path, write)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 (hex) of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -138,3 +180,41 @@ def load_tensors(path: str | Path) -> dict[str, np.ndarray]:
         return load_file(str(p))
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise ValueError(f"{p} is not a readable safetensors file: {exc}") from exc
+
+
+class OutputDirBusyError(RuntimeError):
+    """Another run holds the lock of the output folder."""
+
+
+@contextlib.contextmanager
+def lock_output_dir(out: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on the output folder ``out`` (created if missing) while inside.
+
+    The lock is ``flock`` on ``<out>/.lock``: the kernel drops it when the holder exits, even
+    on SIGKILL, so the file a killed run leaves behind blocks nobody. The file is never
+    deleted (unlinking it would let a second run lock a new file while the first still holds
+    the old one). It holds the holder's pid, for the message of the run that is refused.
+
+    Raises
+    ------
+    OutputDirBusyError
+        Another process (or another open of the same file) holds the lock.
+    """
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise OutputDirBusyError(
+                f"output-dir {folder} is in use by another run (pid {holder}): wait for it to end, "
+                "or give this run another output-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield folder
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import urllib.error
 from pathlib import Path
 
@@ -195,6 +196,39 @@ def test_npz_round_trip_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert Path(again.images.filename).parent == entry
     np.testing.assert_array_equal(again.images, x)
     np.testing.assert_array_equal(again.labels, y)
+
+
+@pytest.mark.parametrize(
+    ("source_mode", "file_mode", "dir_mode"), [(0o600, 0o600, 0o700), (0o640, 0o640, 0o750)]
+)
+def test_npz_cache_is_no_more_readable_than_its_source(
+    tmp_path: Path, source_mode: int, file_mode: int, dir_mode: int
+) -> None:
+    # An institution's private file must not leave a world-readable decoded copy behind.
+    x, y = _toy(n=5)
+    path = tmp_path / "private.npz"
+    np.savez(path, x=x, y=y)
+    path.chmod(source_mode)
+    create_dataset(f"npz:{path}")
+    entry = npz_cache_entry(path.resolve())
+    assert stat.S_IMODE(entry.stat().st_mode) == dir_mode
+    for name in ("x.npy", "y.npy", "meta.json"):
+        assert stat.S_IMODE((entry / name).stat().st_mode) == file_mode, name
+
+
+def test_npz_cache_written_world_readable_before_is_narrowed_on_use(tmp_path: Path) -> None:
+    x, y = _toy(n=5)
+    path = tmp_path / "private.npz"
+    np.savez(path, x=x, y=y)
+    path.chmod(0o600)
+    create_dataset(f"npz:{path}")
+    entry = npz_cache_entry(path.resolve())
+    for p in (entry, *entry.iterdir()):  # what the cache used to write
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    clear_dataset_cache()
+    np.testing.assert_array_equal(create_dataset(f"npz:{path}").images, x)  # still read from the cache
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in entry.iterdir()} == {0o600}
 
 
 def test_npz_cache_invalidated_by_new_file(tmp_path: Path) -> None:

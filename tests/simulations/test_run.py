@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from coopt_flwr.config import CONF_DIR, DEFAULTS, Settings, load_mix
+from coopt_flwr.config import CONF_DIR, DEFAULTS, ConfigError, Settings, load_mix
+from coopt_flwr.store.storage import OutputDirBusyError, lock_output_dir
 from simulations.common import run_config_overrides
 from simulations.federation import config_args
-from simulations.run import CONF_PATH
+from simulations.run import CONF_PATH, is_user_error, preflight
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Keys of the launcher's config that are Flower's simulation settings, not run-config keys.
 SIMULATION_KEYS = {"num-supernodes", "client-resources-num-cpus", "client-resources-num-gpus"}
@@ -53,3 +62,72 @@ def test_no_config_spells_a_run_config_key_in_snake_case():
 
 def test_prior_lists_go_to_flwr_run_as_one_string():
     assert config_args({"priors": ["a > b", "c"], "num-rounds": 2}) == 'priors="a > b,c" num-rounds=2'
+
+
+# ------------------------------------------------------------------ bad input before Ray
+def _run_command(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
+    """``python -m simulations.run`` in ``tmp_path`` (Hydra's own folders go there)."""
+    return subprocess.run(
+        [sys.executable, "-m", "simulations.run", *overrides],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("shared-fraction=1.5", "error: shared-fraction must lie in (0, 1) (|S| / |D|, e.g. 0.1), got 1.5"),
+        ("dataset=nosuch", "error: dataset: unknown data set 'nosuch' in 'nosuch'; "),
+    ],
+)
+def test_the_command_prints_one_line_and_fails_on_a_bad_value(tmp_path, override, message):
+    done = _run_command(tmp_path, override, f"output-dir={tmp_path / 'out'}")
+    assert done.returncode == 1
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def _preflight(tmp_path, *overrides: str, nodes=None):
+    cfg = _cfg(f"output-dir={tmp_path / 'out'}", *overrides)
+    return preflight(run_config_overrides(cfg), cfg["num-supernodes"] if nodes is None else nodes)
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["seed=-1"], "seed must be an integer between 0 and"),
+        (["target-dim=1000000000"], "target-dim must be an integer between 1 and 65,536"),
+        (["priors=[human,efficientnet_lit0]"], "did you mean efficientnet_lite0"),
+        (["dataset=nosuch"], "unknown data set 'nosuch'"),
+        (["num-supernodes=2", "min-nodes=3"], "min-nodes 3 exceeds num-supernodes 2"),
+        (["dataset='digits?subset=30'", "shared-fraction=0.1"], "gives a shared set S of 3"),
+    ],
+)
+def test_preflight_refuses_before_ray_starts(tmp_path, overrides, match):
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        _preflight(tmp_path, *overrides)
+
+
+def test_preflight_refuses_an_output_dir_that_is_a_file_or_busy(tmp_path):
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match="is an existing file"):
+        preflight(run_config_overrides(_cfg(f"output-dir={afile}")), 4)
+    with pytest.raises(ConfigError, match="num-supernodes must be an integer >= 1"):
+        _preflight(tmp_path, nodes="four")
+    with lock_output_dir(tmp_path / "out"), pytest.raises(OutputDirBusyError, match="in use by another run"):
+        _preflight(tmp_path)
+    assert _preflight(tmp_path).output_dir == (tmp_path / "out").resolve()  # free again: passes
+
+
+def test_user_errors_are_told_apart_from_bugs():
+    from strategies.checkpoint import CheckpointError
+
+    for err in (ConfigError("x"), OutputDirBusyError("x"), CheckpointError("x")):
+        assert is_user_error(err)
+    assert not is_user_error(ValueError("x")) and not is_user_error(KeyError("x"))
