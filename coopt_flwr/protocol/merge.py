@@ -23,17 +23,20 @@ def check_targets(array: np.ndarray, rows: int, width: int, what: str) -> np.nda
     Raises
     ------
     ReplyError
-        Wrong rank, shape or dtype, or non-finite values.
+        Wrong rank, shape or dtype, or values that are not finite as float32.
     """
     a = np.asarray(array)
     if not np.issubdtype(a.dtype, np.floating):
         raise ReplyError(f"{what}: dtype {a.dtype} is not floating point")
     if a.shape != (rows, width):
         raise ReplyError(f"{what}: shape {a.shape}, expected {(rows, width)}")
-    bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+    # Cast first: a float64 value beyond float32's range is finite as sent, infinite as merged.
+    with np.errstate(over="ignore"):
+        out = a.astype(np.float32, copy=False)
+    bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
     if bad:
-        raise ReplyError(f"{what}: {bad} non-finite values (NaN/inf)")
-    return a.astype(np.float32, copy=False)
+        raise ReplyError(f"{what}: {bad} non-finite values (NaN/inf, or beyond float32's range)")
+    return out
 
 
 def check_ids(ids: np.ndarray, expected: np.ndarray, what: str) -> np.ndarray:

@@ -122,6 +122,12 @@ def test_honest_shard_passes_even_when_the_alignment_overfits_s():
     assert oos.shape == anchor_s.shape and oos.dtype == np.float32
 
 
+def test_check_targets_rejects_values_beyond_float32():
+    # found by the property below: finite in float64, infinite once merged as float32
+    with pytest.raises(ReplyError, match="beyond float32"):
+        check_targets(np.array([[3.4028236e38], [0.0]]), 2, 1, "targets")
+
+
 # -------------------------------------------------------------- malformed input, by property
 _float_arrays = hnp.arrays(
     dtype=st.sampled_from([np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_]),
@@ -136,7 +142,9 @@ def test_check_targets_accepts_only_finite_float_arrays_of_the_asked_shape(a, ro
     try:
         out = check_targets(a, rows, width, "targets")
     except ReplyError:
-        ok = np.issubdtype(a.dtype, np.floating) and a.shape == (rows, width) and np.all(np.isfinite(a))
+        with np.errstate(over="ignore"):  # finite as float32, the merged dtype
+            finite = np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a.astype(np.float32)))
+        ok = finite and a.shape == (rows, width)
         assert not ok  # rejected only when something is actually wrong
         return
     assert out.dtype == np.float32 and out.shape == (rows, width) and np.all(np.isfinite(out))
