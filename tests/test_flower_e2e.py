@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -85,3 +86,42 @@ def test_flwr_run_with_four_heterogeneous_priors(flower_env, tmp_path):
     assert summary["anchor"]["partition"] == anchor["partition-id"]
     assert summary["g-after"] < summary["g-before"]
     assert set(summary["rounds"][0]["phase-seconds"]) >= {"uniformity", "align", "merge", "write"}
+
+
+def test_a_bad_value_fails_the_run_with_the_reason_first(flower_env):
+    """The ServerApp's first line is the reason, and Flower marks the run failed. Flower 1.41's
+    ``flwr run --stream`` exits 0 whatever the outcome; the outcome is the run's status
+    (``finished:failed``), which ``flwr ls`` shows."""
+    env, _home = flower_env
+    proc = subprocess.run(
+        [
+            str(FLWR),
+            "run",
+            ".",
+            "--stream",
+            "--federation-config",
+            "num-supernodes=2 client-resources-num-cpus=1",
+            "--run-config",
+            "shared-fraction=1.5",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    log = proc.stdout + proc.stderr
+    reason = "[coopt] error: shared-fraction must lie in (0, 1) (|S| / |D|, e.g. 0.1), got 1.5"
+    assert reason in log, log[-4000:]
+    assert "Traceback" not in log.split(reason)[0]  # the reason comes before any frames
+    run_id = re.search(r"Successfully started run (\d+)", log).group(1)
+    listed = subprocess.run(
+        [str(FLWR), "ls", "--run-id", run_id, "--format", "json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    runs = json.loads(listed.stdout)["runs"]
+    assert [r["status"] for r in runs] == ["finished:failed"]

@@ -471,14 +471,16 @@ class _Killed(BaseException):
     """Stands in for SIGKILL of the ServerApp: nothing after it runs."""
 
 
+def killed_during_align(p, kind, request, reply):
+    """A fault: the ServerApp dies when partition 2's align reply arrives."""
+    if kind == P.MSG_ALIGN and p == 2:
+        raise _Killed
+    return reply
+
+
 def test_resume_after_a_kill_mid_round_gives_the_same_merged_set(tmp_path, clean):
     reference = clean.result  # the same settings, run without a kill
     ref = load_optimized(clean.settings.output_dir)
-
-    def killed_during_align(p, kind, request, reply):
-        if kind == P.MSG_ALIGN and p == 2:
-            raise _Killed
-        return reply
 
     settings = _settings(tmp_path / "run")
     app = make_client_app({"priors": FAST_PRIORS})
@@ -1055,11 +1057,6 @@ def test_local_mode_a_name_stays_bound_to_its_node(tmp_path):
 def test_resume_with_new_node_ids_starts_the_round_again(tmp_path, clean):
     # A restarted simulation gives every node a new id: the checkpoint's nodes are gone.
     ref = load_optimized(clean.settings.output_dir)
-
-    def killed_during_align(p, kind, request, reply):
-        if kind == P.MSG_ALIGN and p == 2:
-            raise _Killed
-        return reply
 
     settings = _settings(tmp_path / "run")
     app = make_client_app({"priors": FAST_PRIORS})
