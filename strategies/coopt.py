@@ -450,7 +450,8 @@ class CoOptStrategy:
         partitions: dict[int, int] = {}
         names: dict[str, int] = {}
         connected = set(records)
-        holders = {p: n for n, p in self.node_partitions.items() if n in connected}
+        holder_of = {p: n for n, p in self.node_partitions.items()}
+        holders = {p: n for p, n in holder_of.items() if n in connected}
 
         def bound_first(rec: NodeRecord) -> tuple[bool, int]:
             return self.node_partitions.get(rec.node_id) != rec.partition_id, rec.node_id
@@ -476,9 +477,11 @@ class CoOptStrategy:
             else:
                 partitions[rec.partition_id] = rec.node_id
                 names[rec.name] = rec.node_id
-                self.node_partitions = {
-                    n: p for n, p in self.node_partitions.items() if p != rec.partition_id
-                }
+                # a dict lookup, not a rebuild per node: K can be 10,000
+                previous = holder_of.get(rec.partition_id)
+                if previous is not None and previous != rec.node_id:
+                    del self.node_partitions[previous]
+                holder_of[rec.partition_id] = rec.node_id
                 self.node_partitions[rec.node_id] = rec.partition_id
                 # What the platform knows of each path decides who may upgrade next round.
                 self.stages[rec.partition_id] = rec.stage
