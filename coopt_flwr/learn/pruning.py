@@ -42,7 +42,8 @@ for p = 0.5 of 50,000 x 512 Gaussian targets on the 2-core development machine.
         The self-supervised prototype metric of Sorscher et al. 2022 ("Beyond neural scaling
         laws"): seeded spherical k-means (100 clusters) on the normalized targets, difficulty
         = cosine distance to the nearest centroid. ``keep="hard"`` keeps the most distant
-        (atypical) samples, ``"easy"`` the closest (prototypical) ones, and ``"auto"`` (the
+        (atypical) samples, ``"easy"`` the closest (prototypical) ones, ``"moderate"`` those
+        closest to the median distance (Moderate-DS, Xia et al. 2023), and ``"auto"`` (the
         default) hard when ``p >= threshold`` (default 0.5) and easy below: keep hard examples
         when data is plentiful, easy ones when it is scarce (their theory and ImageNet
         results). ``balanced=True`` applies the rule inside each cluster, every cluster keeping
@@ -93,7 +94,7 @@ __all__ = [
     "zcore_select",
 ]
 
-KEEP_RULES = ("auto", "hard", "easy")
+KEEP_RULES = ("auto", "hard", "easy", "moderate")
 """``prototype``'s ``keep`` option."""
 
 SelectFn = Callable[..., np.ndarray]
@@ -689,7 +690,10 @@ def prototype_select(
 
     ``keep="hard"``: the ``k`` largest distances to the nearest centroid; ``"easy"``: the ``k``
     smallest; ``"auto"``: hard when ``k / N >= threshold``, else easy (Sorscher et al.: with
-    plenty of data keep hard examples, with little keep easy ones). Ties: the lower row.
+    plenty of data keep hard examples, with little keep easy ones); ``"moderate"``: the ``k``
+    closest to the median distance, dropping both the most typical and the most atypical
+    rows (Moderate-DS, Xia et al. 2023, with clusters standing in for classes). Ties: the
+    lower row.
     ``balanced``: the same rule inside every cluster, each keeping its share of ``k`` in
     proportion to its size (largest remainders), so that no cluster is dropped or emptied.
     """
@@ -699,6 +703,8 @@ def prototype_select(
     k = int(k)
     hard = keep == "hard" or (keep == "auto" and k / len(difficulty) >= float(threshold))
     score = difficulty if hard else -difficulty
+    if keep == "moderate" and not balanced:
+        score = -np.abs(difficulty - np.median(difficulty))
     if not balanced:
         return _top(score, k)
     groups = np.unique(assign)
@@ -706,6 +712,8 @@ def prototype_select(
     picks = []
     for g, q in zip(groups, _quotas(sizes, k), strict=True):
         members = np.flatnonzero(assign == g)
+        if keep == "moderate":  # the median of the sample's own cluster (Moderate-DS per class)
+            score[members] = -np.abs(difficulty[members] - np.median(difficulty[members]))
         picks.append(members[_top(score[members], int(q))])
     return np.concatenate(picks)
 

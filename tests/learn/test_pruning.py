@@ -213,6 +213,23 @@ def test_prototype_balanced_keeps_each_cluster_s_share() -> None:
     assert np.bincount(np.repeat([0, 1], [32, 16])[rows]).tolist() == [16, 8]
 
 
+def test_prototype_moderate_keeps_the_rows_nearest_the_median_difficulty() -> None:
+    targets, outlier = _with_outliers()
+    difficulty = prototype_scores(targets, clusters=4)
+    rows = select(targets, 0.25, "prototype", clusters=4, keep="moderate")
+    gap = np.abs(difficulty - np.median(difficulty))
+    # Definition: no dropped row is strictly nearer the median than a kept one.
+    dropped = np.setdiff1d(np.arange(len(targets)), rows)
+    assert gap[rows].max() <= gap[dropped].min() + 1e-12
+    assert not outlier[rows].any()  # the atypical extreme is dropped ...
+    easy = select(targets, 0.25, "prototype", clusters=4, keep="easy")
+    assert not np.array_equal(np.sort(rows), np.sort(easy))  # ... and so is the typical one
+    # Balanced: the median of each cluster, each keeping its share.
+    cluster = np.repeat(np.arange(4), 32)
+    rows = select(targets, 0.25, "prototype", clusters=4, keep="moderate", balanced=True)
+    assert np.bincount(cluster[rows], minlength=4).tolist() == [8, 8, 8, 8]
+
+
 # ---------------------------------------------------------------------------- zcore
 def test_zcore_keeps_at_most_one_of_two_identical_or_near_identical_rows() -> None:
     base = _gaussian(200, 8)
