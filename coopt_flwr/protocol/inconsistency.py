@@ -81,11 +81,34 @@ def tv_distance(
     # position: with the lower index winning, every tie went to the first side and skewed the
     # vote. A seeded shuffle before a stable sort keeps the result deterministic.
     order = rng.permutation(2 * m)
-    neighbours = np.argsort(dist2[np.ix_(order, order)], axis=1, kind="stable")[:, :k]
     shuffled = labels[order]
-    predicted = (shuffled[neighbours].mean(axis=1) > 0.5).astype(int)
+    votes = _nearest_votes(dist2[np.ix_(order, order)], shuffled, k)
+    predicted = (votes > 0.5 * k).astype(int)
     accuracy = float(np.mean(predicted == shuffled))
     return float(np.clip(2.0 * accuracy - 1.0, 0.0, 1.0))
+
+
+def _nearest_votes(dist2: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Sum of ``labels`` over each row's k nearest columns, ties to the lower column.
+
+    The same set as the first ``k`` of a stable argsort of every row, found with a partition
+    (O(n) per row instead of a sort: G costs 2 x 1,000 of these at 1,000 participants).
+
+    Parameters
+    ----------
+    dist2 : (M, M) float64 distances (inf where a column is excluded).
+    labels : (M,) 0/1 labels of the columns.
+
+    Returns
+    -------
+    (M,) int64 neighbour votes for label 1.
+    """
+    kth = np.partition(dist2, k - 1, axis=1)[:, k - 1 : k]
+    closer = dist2 < kth
+    tied = dist2 == kth
+    room = k - closer.sum(axis=1, keepdims=True)  # >= 1: the k-th value itself is tied
+    chosen = closer | (tied & (np.cumsum(tied, axis=1) <= room))
+    return chosen.astype(np.int64) @ labels.astype(np.int64)
 
 
 def inconsistency(

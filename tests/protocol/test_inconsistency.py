@@ -62,3 +62,18 @@ def test_errors():
         tv_distance(np.ones((3, 2)), np.ones((3, 3)))
     with pytest.raises(ValueError):
         tv_distance(np.ones((3, 2)), np.ones((3, 2)), k=2)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("k", [1, 3, 5, 9])
+def test_nearest_votes_match_a_stable_sort_even_with_ties(seed, k):
+    from coopt_flwr.protocol.inconsistency import _nearest_votes
+
+    rng = np.random.default_rng(seed)
+    # Few distinct values: most of every row is tied, the case the tie rule decides.
+    pts = rng.integers(0, 3, size=(40, 2)).astype(np.float64)
+    dist2 = ((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(dist2, np.inf)
+    labels = rng.integers(0, 2, size=40)
+    reference = labels[np.argsort(dist2, axis=1, kind="stable")[:, :k]].sum(axis=1)
+    assert np.array_equal(_nearest_votes(dist2, labels, k), reference)
