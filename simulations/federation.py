@@ -5,6 +5,11 @@ started here on loopback for demos, tests and timing:
 
     python -m simulations.federation credentials --dir fed --nodes 3      # CA, server cert, node keys
     python -m simulations.federation demo --dir fed --nodes 3             # start, run one round, stop
+    python -m simulations.federation demo --dir fed --nodes 3 --proxy     # SuperNodes through Caddy
+
+With ``--proxy`` (``Federation(proxy=True)``) the SuperNodes reach the SuperLink only through
+Caddy (``coopt_flwr.store.proxy``: the Fleet API's paths, nothing else) on a public address of
+its own, as in a real deployment; the platform's ``flwr`` CLI keeps the SuperLink's loopback port.
 
 Every process is started in its own session and stopped by PID (its process group, so the
 ``flower-superexec`` children go too). Private keys are written with mode 600 into ``--dir``;
@@ -31,6 +36,7 @@ import numpy as np
 
 from coopt_flwr.protocol import messages as P
 from coopt_flwr.store.credentials import make_node_key, make_tls
+from coopt_flwr.store.proxy import ProxyConfig, caddy_command, write_caddyfile
 from coopt_flwr.store.report import format_summary
 from coopt_flwr.store.storage import CHECKPOINT_FILE, SUMMARY_FILE
 from simulations.superlink import alive, send_signal
@@ -40,10 +46,10 @@ BIN = Path(sys.executable).parent
 FEDERATION = "coopt"  # the name of the SuperLink connection in $FLWR_HOME/config.toml
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -96,12 +102,23 @@ class Federation:
         The SuperNodes to start.
     env
         Extra environment for every process.
+    port
+        The SuperLink's port on 127.0.0.1 (0: a free one).
+    proxy
+        Put Caddy in front (``coopt_flwr.store.proxy``): SuperNodes connect to
+        ``public_host:public_port``, which forwards only the Fleet API to the SuperLink.
+    public_host, public_port
+        The proxy's address (another loopback address such as 127.0.0.2 plays a public one:
+        the SuperLink's port is not bound there). ``public_port`` 0: a free one.
     """
 
     workdir: Path
     nodes: list[Node]
     env: dict[str, str] = field(default_factory=dict)
     port: int = 0
+    proxy: bool = False
+    public_host: str = "127.0.0.1"
+    public_port: int = 0
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     node_ids: dict[str, int] = field(default_factory=dict)
     stopped_pids: list[int] = field(default_factory=list)
@@ -111,6 +128,8 @@ class Federation:
         for sub in ("certs", "keys", "flwr-home", "logs"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
+        if self.proxy:
+            self.public_port = self.public_port or free_port(self.public_host)
         self._env = dict(os.environ)
         self._env.update(
             FLWR_HOME=str(self.workdir / "flwr-home"),
@@ -129,10 +148,16 @@ class Federation:
     def keys(self) -> Path:
         return self.workdir / "keys"
 
+    @property
+    def superlink_address(self) -> str:
+        """Where the SuperNodes connect: the proxy's public address, or the SuperLink's port."""
+        return f"{self.public_host}:{self.public_port}" if self.proxy else f"127.0.0.1:{self.port}"
+
     def credentials(self) -> None:
-        """TLS CA + server certificate for 127.0.0.1, and one key pair per node."""
+        """TLS CA + server certificate for 127.0.0.1 (and the proxy's host), one key pair per node."""
         if not (self.certs / "ca.crt").is_file():
-            make_tls(self.certs, hosts=("127.0.0.1", "localhost"))
+            hosts = ("127.0.0.1", "localhost")
+            make_tls(self.certs, hosts=hosts if self.public_host in hosts else (*hosts, self.public_host))
         for node in self.nodes:
             if not (self.keys / node.name).is_file():
                 make_node_key(self.keys, node.name)
@@ -141,12 +166,14 @@ class Federation:
             f'address = "127.0.0.1:{self.port}"\nroot-certificates = "{self.certs / "ca.crt"}"\n'
         )
 
-    def _spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen:
+    def _spawn(
+        self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen:
         log = open(self.workdir / "logs" / f"{name}.log", "ab")  # the child holds it; closed here
         proc = subprocess.Popen(
             list(args),
             cwd=self.workdir,
-            env=self._env,
+            env={**self._env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stopped with its children
@@ -161,6 +188,8 @@ class Federation:
             "superlink",
             [
                 str(BIN / "flower-superlink"),
+                "--host",
+                "127.0.0.1",
                 "--ssl-ca-certfile",
                 str(self.certs / "ca.crt"),
                 "--ssl-certfile",
@@ -175,25 +204,42 @@ class Federation:
                 "--disable-runtime-dependency-installation",
             ],
         )
+        self._wait_listening("superlink", "127.0.0.1", self.port, timeout)
+
+    def start_proxy(self, timeout: float = 60.0) -> None:
+        """Start Caddy on ``public_host:public_port`` in front of the SuperLink; wait until it listens."""
+        config = ProxyConfig.from_certs(
+            self.certs, f"{self.public_host}:{self.public_port}", f"127.0.0.1:{self.port}"
+        )
+        caddyfile = write_caddyfile(self.workdir / "proxy" / "Caddyfile", config)
+        state = self.workdir / "proxy"  # Caddy's data and config folders, not the user's
+        self._spawn(
+            "proxy",
+            caddy_command(caddyfile),
+            env={"XDG_DATA_HOME": str(state / "data"), "XDG_CONFIG_HOME": str(state / "config")},
+        )
+        self._wait_listening("proxy", self.public_host, self.public_port, timeout)
+
+    def _wait_listening(self, name: str, host: str, port: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.procs["superlink"].poll() is not None:
-                raise RuntimeError(
-                    f"the SuperLink exited early; see {self.workdir / 'logs' / 'superlink.log'}"
-                )
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited early; see {self.workdir / 'logs' / f'{name}.log'}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                with socket.create_connection((host, port), timeout=1):
                     return
             except OSError:
                 time.sleep(0.3)
-        raise TimeoutError(f"the SuperLink did not listen on 127.0.0.1:{self.port} within {timeout:.0f} s")
+        raise TimeoutError(f"{name} did not listen on {host}:{port} within {timeout:.0f} s")
 
-    def flwr(self, *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess:
-        """Run the ``flwr`` CLI against this federation."""
+    def flwr(
+        self, *args: str, timeout: float = 300.0, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        """Run the ``flwr`` CLI against this federation (``env`` overrides its environment)."""
         return subprocess.run(
             [str(BIN / "flwr"), *args],
             cwd=ROOT,
-            env=self._env,
+            env={**self._env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -217,7 +263,7 @@ class Federation:
                 "--root-certificates",
                 str(self.certs / "ca.crt"),
                 "--superlink",
-                f"127.0.0.1:{self.port}",
+                self.superlink_address,
                 "--auth-supernode-private-key",
                 str(self.keys / node.name),
                 "--port",
@@ -230,9 +276,11 @@ class Federation:
         )
 
     def up(self) -> None:
-        """Credentials, SuperLink, registration of the registered nodes, every SuperNode."""
+        """Credentials, SuperLink (and proxy), registration of the registered nodes, every SuperNode."""
         self.credentials()
         self.start_superlink()
+        if self.proxy:
+            self.start_proxy()
         for node in self.nodes:
             if node.registered:
                 self.register(node)
@@ -416,9 +464,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--dir", type=Path, default=Path("federation"), help="work folder")
     parser.add_argument("--nodes", type=int, default=3, help="number of SuperNodes")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--proxy", action="store_true", help="SuperNodes through Caddy (Fleet API only)")
     args = parser.parse_args(argv)
     nodes = demo_nodes(args.dir.resolve(), args.nodes)
-    fed = Federation(args.dir, nodes)
+    fed = Federation(args.dir, nodes, proxy=args.proxy)
     if args.action == "credentials":
         fed.credentials()
         print(f"wrote {fed.certs} (ca.crt, server.pem, server.key) and {fed.keys} (one key pair per node)")
@@ -427,7 +476,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     with fed:
         start = time.perf_counter()
         fed.up()
-        print(f"[federation] SuperLink 127.0.0.1:{fed.port} (TLS, node auth) and {len(nodes)} SuperNodes up")
+        via = f", proxy at {fed.superlink_address}" if fed.proxy else ""
+        print(f"[federation] SuperLink 127.0.0.1:{fed.port} (TLS, node auth){via}, {len(nodes)} SuperNodes")
         fed.submit(
             {
                 "data-mode": "local",

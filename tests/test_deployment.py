@@ -3,7 +3,8 @@
 One federation for the module: three registered institutions, each with its own local data
 (a slice of digits) and a different prior, plus one SuperNode whose key was never
 registered. Tests run in file order on it; the last one kills a SuperNode. Every process is
-stopped by PID (its process group) at the end, and the test checks none is left.
+stopped by PID (its process group) at the end, and the test checks none is left. A federation
+behind the Caddy proxy, with outsiders trying the public port, is in ``test_deployment_proxy.py``.
 
     python -m pytest -m deployment
 """
@@ -17,72 +18,43 @@ import time
 
 import numpy as np
 import pytest
+from deployment_support import (
+    N_DIGITS,
+    PRIORS,
+    RUN,
+    check_local_round,
+    institutions,
+    listed_node_ids,
+    running_federation,
+    wait_for_exit,
+)
 
 from coopt_flwr.store.storage import load_optimized
-from simulations.federation import Federation, Node, alive, split_npz
+from simulations.federation import Node
 
 pytestmark = [pytest.mark.deployment, pytest.mark.slow]
-
-PRIORS = ("efficientnet_lite0?size=32", "timm:resnet10t?size=16", "human")
-N_DIGITS = 1797
-RUN = {"target-dim": 32, "min-nodes": 3, "step-timeout": 120.0, "node-wait-timeout": 60.0}
 
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory):
     work = tmp_path_factory.mktemp("federation")
-    paths = split_npz("digits", 3, work / "data")
-    nodes = [Node(f"institution-{i}", i, PRIORS[i], data=f"npz:{p}") for i, p in enumerate(paths)]
-    nodes.append(Node("intruder", 3, "timm:resnet10t?size=16", data=f"npz:{paths[0]}", registered=False))
-    federation = Federation(work, nodes)
-    try:
-        federation.up()
+    nodes = institutions(work, PRIORS)
+    nodes.append(Node("intruder", 3, "timm:resnet10t?size=16", data=nodes[0].data, registered=False))
+    with running_federation(work, nodes) as federation:
         yield federation
-    finally:
-        pids = federation.down()
-        assert not [p for p in pids if alive(p)], "a federation process outlived the test"
-
-
-def _sizes(fed):
-    return {
-        n.name: int(np.load(n.data.removeprefix("npz:"))["x"].shape[0]) for n in fed.nodes if n.registered
-    }
 
 
 def test_round_completes_with_tls_auth_and_local_data(fed):
     out = fed.workdir / "run-local"
     fed.submit(RUN | {"data-mode": "local", "output-dir": str(out)})
-    summary = fed.wait_for_summary(out)
-    sizes = _sizes(fed)
-    assert summary["complete"] and summary["num-samples"] == sum(sizes.values()) == N_DIGITS
-    parts = summary["participants"]
-    assert sorted(p["name"] for p in parts) == sorted(sizes)  # the intruder is not among them
-    assert all(p["status"] == "ok" for p in parts)
-    assert sorted(p["prior"] for p in parts) == sorted(PRIORS)
-    space = summary["id-namespace"]
-    assert {name: e["count"] for name, e in space.items()} == sizes
-    out_arrays = load_optimized(out)
-    np.testing.assert_array_equal(out_arrays["ids"], np.arange(N_DIGITS))
-    assert np.all(np.isfinite(out_arrays["targets"])) and out_arrays["targets"].shape == (N_DIGITS, 32)
-    for name, e in space.items():
-        rows = out_arrays["participant"] == e["partition"]
-        np.testing.assert_array_equal(out_arrays["local-index"][rows], np.arange(sizes[name]))
-    # the platform's log shows the nodes' node ids are the registered ones
-    registered = {str(fed.node_ids[n]) for n in sizes}
-    assert {p["node-id"] for p in parts} == registered
+    check_local_round(fed, out, fed.wait_for_summary(out))  # the intruder is not among them
 
 
 def test_unregistered_node_is_refused(fed):
     intruder = fed.procs["intruder"]
-    deadline = time.monotonic() + 120
-    while intruder.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert intruder.returncode not in (None, 0)
+    assert wait_for_exit(intruder) not in (None, 0)
     assert "Failed to activate SuperNode" in fed.log("intruder")
-    listed = fed.flwr("supernode", "list", "coopt", "--format", "json")
-    assert listed.returncode == 0, listed.stderr
-    ids = {str(n["node-id"]) for n in json.loads(listed.stdout[listed.stdout.index("{") :])["nodes"]}
-    assert ids == {str(i) for i in fed.node_ids.values()}  # only the three registered keys
+    assert listed_node_ids(fed) == {str(i) for i in fed.node_ids.values()}  # only the three registered keys
 
 
 def test_serverapp_killed_mid_round_resumes_with_the_same_merged_set(fed):
