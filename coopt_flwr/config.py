@@ -7,7 +7,8 @@ test keeps both equal), and the Hydra configs of ``simulations/`` spell them the
 
 Validation happens in one place, before any node work: :meth:`Settings.from_config` checks
 every value on its own (types and bounds), :func:`check_run_config` adds what needs the
-registries and the file system (prior and data-set names, the output folder), and
+registries and the file system (every prior spec's name and options against its registered
+schema, the data-set name, the output folder), and
 :func:`check_data_size` what needs the size of the data set. All raise :class:`ConfigError`,
 whose message names the key and the fix; the launchers print it as one line.
 """
@@ -28,6 +29,7 @@ import yaml
 
 from coopt_flwr.protocol.alignment import RIDGE_AUTO
 from coopt_flwr.protocol.evolution import format_path, parse_path
+from coopt_flwr.registry.prior_options import BUILTIN_PRIOR_OPTIONS, check_prior_spec
 from coopt_flwr.registry.spec import parse_spec
 
 if TYPE_CHECKING:
@@ -99,10 +101,10 @@ MAX_SEED = 2**32 - 1
 #: at least 2 rows (:func:`coopt_flwr.protocol.screening.held_out_residual`) once three
 #: participants take part, and the ServerApp cannot know beforehand how many will.
 MIN_SHARED_SAMPLES = 4
-#: The prior names registered by :mod:`coopt_flwr.registry.priors` (a test keeps them equal).
-#: Checked here without importing that module: it loads torch and timm, which the platform
-#: otherwise never needs.
-BUILTIN_PRIORS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "human", "timm", "weak")
+#: The prior names registered by :mod:`coopt_flwr.registry.priors` (a test keeps them equal),
+#: with their option schemas in :mod:`coopt_flwr.registry.prior_options`. Checked here without
+#: importing the registry itself: it loads torch and timm, which the platform otherwise never needs.
+BUILTIN_PRIORS = tuple(sorted(BUILTIN_PRIOR_OPTIONS))
 
 
 def load_mix(name: str, conf_dir: Path | None = None) -> list[str]:
@@ -382,8 +384,10 @@ def check_run_config(config: Mapping[str, Any], overrides: Mapping[str, Any] | N
     """Validate a run-config completely, before Ray, a SuperLink or any node work starts.
 
     :meth:`Settings.from_config` (every value alone), then every prior of every evolution path
-    against the prior registry, the data set against the data-set registry (its name and spec,
-    without loading it) and the output folder (a folder, or creatable, and writable).
+    against the prior registry (its name, and its argument and options against the prior's
+    schema: known keys, values of the right type and in bounds; no network is built), the data
+    set against the data-set registry (its name and spec, without loading it) and the output
+    folder (a folder, or creatable, and writable).
 
     Returns
     -------
@@ -417,18 +421,45 @@ def _unknown_name(kind: str, key: str, spec: str, name: str, known: Iterable[str
     return ConfigError(f"{key}: unknown {kind} {name!r} in {spec!r}; {hint}known: {', '.join(known)}")
 
 
-def _check_priors(paths: Sequence[Sequence[str]]) -> None:
-    """Every stage of every path parses and names a registered prior (options are the
-    participant's to check when it builds the prior)."""
+def _check_priors(paths: Sequence[Sequence[str]], key: str = "priors") -> None:
+    """Every stage of every path parses, names a registered prior and passes that prior's
+    option schema (:func:`coopt_flwr.registry.prior_options.check_prior_spec`). What needs the
+    prior itself (a timm architecture, a checkpoint's contents) is the participant's to check."""
     known = known_priors()
     for path in paths:
         for spec in path:
             try:
-                name = parse_spec(spec).name
+                parsed = parse_spec(spec)
             except (TypeError, ValueError) as exc:
-                raise ConfigError(f"priors: {exc}") from None
-            if name not in known:
-                raise _unknown_name("prior", "priors", spec, name, known)
+                raise ConfigError(f"{key}: {exc}") from None
+            if parsed.name not in known:
+                raise _unknown_name("prior", key, spec, parsed.name, known)
+            try:
+                check_prior_spec(parsed)
+            except ValueError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+
+
+def check_node_prior(value: object) -> tuple[str, ...]:
+    """A deployed node's own ``prior`` node config: a spec or an evolution path ``"a > b"``,
+    every stage checked as the run-config's priors are (:func:`check_run_config`).
+
+    Returns
+    -------
+    tuple of str
+        The path's stages.
+
+    Raises
+    ------
+    ConfigError
+        Naming the node config key ``prior`` and what is wrong.
+    """
+    try:
+        path = parse_path(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"node config 'prior': {exc}") from None
+    _check_priors([path], key="node config 'prior'")
+    return path
 
 
 def _check_dataset(spec: str) -> None:

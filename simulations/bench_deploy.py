@@ -18,16 +18,21 @@ round with ``flwr run`` and waits for the platform's summary. It reports:
   ours; the peak resident memory of the platform (the ServerApp process) and of the
   SuperLink against the size of the merged targets.
 
-Prints a table and writes ``bench_deploy.json`` into ``--output``.
+Prints a table and writes ``bench_deploy.json`` into ``--output``. With ``--payload`` the
+platform's memory is a check, not only a figure: when ``(peak - before) / merged`` exceeds
+``--max-peak-ratio`` (default 2.0, the bound docs/DEPLOYMENT.md states) the command ends with a
+``memory check FAILED`` line and exit status 1, after writing the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,9 @@ from coopt_flwr.store.storage import load_optimized, write_json
 from simulations.federation import Federation, Node, demo_nodes, split_npz
 
 BASE = {"target-dim": 64, "step-timeout": 300.0, "node-wait-timeout": 120.0}
+#: The bound docs/DEPLOYMENT.md states: the platform's peak resident memory above its resident
+#: memory before the round, per MiB of merged targets.
+DEFAULT_MAX_PEAK_RATIO = 2.0
 
 
 def _vm_hwm_mb(pid: int) -> float:
@@ -182,14 +190,90 @@ def payload(workdir: Path, cifar: Path, part_samples: int | None = None) -> dict
         "merged_targets_mb": mem["merged-targets"],
         "platform_baseline_mb": mem["baseline"],
         "platform_peak_mb": mem["peak"],
-        "platform_peak_over_baseline_per_merged": (mem["peak"] - mem["baseline"]) / mem["merged-targets"],
+        "platform_peak_over_baseline_per_merged": peak_ratio(
+            mem["peak"], mem["baseline"], mem["merged-targets"]
+        ),
         "superlink_peak_mb": superlink_peak,
         "samples_lost": _lost(summary),
         "phase_seconds": summary["rounds"][-1]["phase-seconds"],
     }
 
 
-def main() -> None:
+def peak_ratio(peak_mb: float, before_mb: float, merged_mb: float) -> float | None:
+    """``(peak - before) / merged``: the platform's memory growth per MiB of merged targets;
+    None when nothing was merged or a figure is missing (such a run passes no bound)."""
+    if not all(math.isfinite(x) for x in (peak_mb, before_mb, merged_mb)) or not merged_mb > 0:
+        return None
+    return (peak_mb - before_mb) / merged_mb
+
+
+def memory_check(payload: Mapping[str, Any], max_ratio: float = DEFAULT_MAX_PEAK_RATIO) -> dict[str, Any]:
+    """Gate a payload result on the platform's memory: ``(peak - before) / merged <= max_ratio``.
+
+    Parameters
+    ----------
+    payload : Mapping
+        A :func:`payload` row (``platform_peak_mb``, ``platform_baseline_mb``,
+        ``merged_targets_mb``, MiB).
+    max_ratio : float
+        The bound; docs/DEPLOYMENT.md states 2.0.
+
+    Returns
+    -------
+    dict
+        ``passed``, ``ratio`` (None when it cannot be measured), ``max_ratio``, the absolute
+        ``platform_peak_mb`` and ``platform_baseline_mb``, ``merged_targets_mb``, and
+        ``message``: the command's final line (``memory check passed: ...`` or
+        ``memory check FAILED: ...``).
+    """
+    peak = float(payload["platform_peak_mb"])
+    before = float(payload["platform_baseline_mb"])
+    merged = float(payload["merged_targets_mb"])
+    ratio = peak_ratio(peak, before, merged)
+    passed = ratio is not None and ratio <= max_ratio
+    figures = (
+        f"platform peak {peak:.1f} MiB, {before:.1f} MiB before the round, {merged:.1f} MiB merged: "
+        f"(peak - before) / merged = {_ratio_text(ratio)}"
+    )
+    if passed:
+        message = f"memory check passed: {figures} <= {max_ratio:.2f}"
+    elif ratio is None:
+        message = f"memory check FAILED: no ratio to check ({figures}); see the platform's log"
+    else:
+        message = (
+            f"memory check FAILED: {figures} exceeds the bound {max_ratio:.2f} "
+            "(--max-peak-ratio; the claim of docs/DEPLOYMENT.md)"
+        )
+    return {
+        "passed": passed,
+        "ratio": ratio,
+        "max_ratio": max_ratio,
+        "platform_peak_mb": peak,
+        "platform_baseline_mb": before,
+        "merged_targets_mb": merged,
+        "message": message,
+    }
+
+
+def _ratio_text(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}"
+
+
+def memory_table(payload: Mapping[str, Any], check: Mapping[str, Any]) -> list[str]:
+    """The payload's memory as Markdown rows: the absolute peaks beside the ratio and its bound."""
+    return [
+        "| scenario | part (samples) | merged targets (MiB) | platform RSS before (MiB) "
+        "| platform peak RSS (MiB) | (peak - before) / merged | bound | SuperLink peak RSS (MiB) |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {payload['scenario']} | {payload.get('upload_max_samples', '-')} "
+        f"| {check['merged_targets_mb']:.1f} | {check['platform_baseline_mb']:.1f} "
+        f"| {check['platform_peak_mb']:.1f} | {_ratio_text(check['ratio'])} | {check['max_ratio']:.2f} "
+        f"| {float(payload.get('superlink_peak_mb', math.nan)):.1f} |",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen scenarios; return the exit status (1: the payload's memory check failed)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -202,9 +286,18 @@ def main() -> None:
         default=None,
         help="upload-max-samples of the payload run (default: the run's)",
     )
+    parser.add_argument(
+        "--max-peak-ratio",
+        type=float,
+        default=DEFAULT_MAX_PEAK_RATIO,
+        help="fail (exit 1) when the payload run's (peak - before) / merged exceeds this "
+        f"(default {DEFAULT_MAX_PEAK_RATIO})",
+    )
     parser.add_argument("--cifar", type=Path, default=Path("../shared/data/cifar10"))
     parser.add_argument("--output", type=Path, default=Path("outputs/bench-deploy"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if not args.max_peak_ratio > 0:
+        parser.error(f"--max-peak-ratio must be > 0, got {args.max_peak_ratio}")
     out = args.output.resolve()
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"rounds": [], "faults": [], "payload": None}
@@ -222,9 +315,11 @@ def main() -> None:
         result["faults"] = faults(out / "faults")
         for row in result["faults"]:
             print(f"[bench-deploy] {json.dumps(row)}", flush=True)
+    check: dict[str, Any] | None = None
     if args.payload:
         result["payload"] = payload(out / "payload", args.cifar.resolve(), args.part_samples)
         print(f"[bench-deploy] {json.dumps(result['payload'])}", flush=True)
+        check = result["memory_check"] = memory_check(result["payload"], args.max_peak_ratio)
     write_json(out / "bench_deploy.json", result)
     print("\n| scenario | round wall (s) | rounds completed | samples | samples lost |")
     print("|---|---|---|---|---|")
@@ -236,7 +331,13 @@ def main() -> None:
             f"| {row.get('samples', '-')} | {row['samples_lost']} |"
         )
     print(f"\nwrote {out / 'bench_deploy.json'}")
+    if check is None:
+        return 0
+    print()
+    print("\n".join(memory_table(result["payload"], check)))
+    print(f"\n{check['message']}", flush=True)  # the last line: what the exit status says
+    return 0 if check["passed"] else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,10 +1,13 @@
 import dataclasses
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import tomllib
+import yaml
 
 from coopt_flwr import config as config_module
 from coopt_flwr.config import (
@@ -15,6 +18,7 @@ from coopt_flwr.config import (
     ConfigError,
     Settings,
     check_data_size,
+    check_node_prior,
     check_run_config,
     conf_dir,
     known_priors,
@@ -22,6 +26,8 @@ from coopt_flwr.config import (
     prior_entries,
     shared_set_size,
 )
+from coopt_flwr.protocol.evolution import parse_path
+from coopt_flwr.registry.prior_options import BUILTIN_PRIOR_OPTIONS, check_prior_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -232,6 +238,110 @@ def test_names_are_resolved_against_the_registries(tmp_path, override, match):
         check_run_config({}, config)
 
 
+@pytest.mark.parametrize(
+    "priors,message",
+    [
+        (
+            "human?fraction=2",
+            "priors: option 'fraction' of spec 'human?fraction=2' must lie in (0, 1], got 2",
+        ),
+        (
+            "human,efficientnet_lite0?size=-3",
+            "priors: option 'size' of spec 'efficientnet_lite0?size=-3' must lie in [1, 4096], got -3",
+        ),
+        (
+            "timm:resnet18?sizee=64",
+            "priors: unknown option 'sizee' in spec 'timm:resnet18?sizee=64'; did you mean size? "
+            "allowed options: checkpoint, pretrained, size",
+        ),
+        ("human?fraction=abc", "priors: option 'fraction' of spec 'human?fraction=abc' must be a number"),
+        ("human > human?classes=0", "priors: option 'classes' of spec 'human?classes=0' must lie in"),
+        ("weak:resnet18?pretrained=true", "priors: spec 'weak:resnet18?pretrained=true': weak priors are"),
+        ("timm?size=32", "priors: spec 'timm?size=32' needs a timm architecture"),
+        ("human:x", "priors: spec 'human:x': 'human' takes no ':' argument"),
+    ],
+)
+def test_prior_options_are_checked_before_any_node_work(tmp_path, priors, message):
+    with pytest.raises(ConfigError) as info:
+        check_run_config({}, {"output-dir": str(tmp_path), "priors": priors})
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def _conf_prior_specs() -> dict[str, list[str]]:
+    """Every prior spec the checkout's configs name: each stage of every ``priors`` entry of a
+    mix or profile (``conf/**/*.yaml``) and every single-prior row (``singles``)."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(CONF_DIR.rglob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        entries = list(data.get("priors") or []) + list((data.get("singles") or {}).values())
+        specs = []
+        for entry in entries:
+            specs += list(entry) if isinstance(entry, list) else list(parse_path(entry))
+        if specs:
+            found[str(path.relative_to(CONF_DIR))] = specs
+    return found
+
+
+CONF_PRIOR_SPECS = _conf_prior_specs()
+
+
+def test_the_configs_name_priors_in_every_mix_file():
+    mixes = {f"mix/{p.name}" for p in (CONF_DIR / "mix").glob("*.yaml")}
+    assert len(mixes) >= 12 and mixes <= set(CONF_PRIOR_SPECS)
+
+
+@pytest.mark.parametrize("where", sorted(CONF_PRIOR_SPECS))
+def test_every_prior_spec_of_every_config_passes_its_schema(where, tmp_path, monkeypatch):
+    specs = CONF_PRIOR_SPECS[where]
+    for spec in specs:
+        assert check_prior_spec(spec) is not None, spec  # every built-in has a schema
+    if where.startswith("mix/"):
+        mix = Path(where).stem
+        settings = check_run_config({}, {"prior-mix": mix, "output-dir": str(tmp_path)})
+        assert [s for p in settings.paths for s in p] == specs
+    # And the platform's torch-free check (the prior registry not loaded) agrees.
+    monkeypatch.delitem(sys.modules, "coopt_flwr.registry.priors", raising=False)
+    for spec in specs:
+        assert check_prior_spec(spec) is not None, spec
+
+
+def test_the_default_priors_pass_their_schemas(tmp_path):
+    settings = check_run_config({}, {"output-dir": str(tmp_path)})
+    assert all(check_prior_spec(s) is not None for p in settings.paths for s in p)
+
+
+def test_prior_options_are_checked_without_torch(tmp_path):
+    code = (
+        "import sys\n"
+        "from coopt_flwr.config import ConfigError, check_run_config\n"
+        f"check_run_config({{}}, {{'output-dir': {str(tmp_path)!r}, 'prior-mix': 'diverse-human'}})\n"
+        "try:\n"
+        f"    check_run_config({{}}, {{'output-dir': {str(tmp_path)!r}, 'priors': 'human?fraction=2'}})\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+        "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout.strip()
+        == "priors: option 'fraction' of spec 'human?fraction=2' must lie in (0, 1], got 2"
+    )
+
+
+def test_a_node_s_own_prior_is_checked_as_the_run_config_s():
+    assert check_node_prior("human?fraction=0.5 > efficientnet_lite0?size=64") == (
+        "human?fraction=0.5",
+        "efficientnet_lite0?size=64",
+    )
+    with pytest.raises(ConfigError, match=re.escape("node config 'prior': option 'size' of spec")):
+        check_node_prior("human > efficientnet_lite0?size=0")
+    with pytest.raises(ConfigError, match=re.escape("node config 'prior': unknown prior 'humn'")):
+        check_node_prior("humn")
+    with pytest.raises(ConfigError, match=re.escape("node config 'prior': evolution path")):
+        check_node_prior("human >> timm:resnet18")
+
+
 def test_builtin_prior_names_are_the_prior_registry_s():
     from coopt_flwr.registry import priors
 
@@ -240,7 +350,7 @@ def test_builtin_prior_names_are_the_prior_registry_s():
         for name, factory in priors._PRIORS._factories.items()
         if getattr(factory, "func", factory).__module__ == priors.__name__
     }
-    assert builtin == set(BUILTIN_PRIORS)
+    assert builtin == set(BUILTIN_PRIORS) == set(BUILTIN_PRIOR_OPTIONS)
     assert set(known_priors()) == set(priors.list_priors())  # loaded: runtime registrations count
 
 

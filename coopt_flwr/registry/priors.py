@@ -16,6 +16,10 @@ Registered names
     One-hot label encodings (a human annotator). Options ``classes=N`` (default 10) and
     ``fraction=F`` in (0, 1] (default 1): the annotator labels only that fraction of the
     images it sees; see :class:`HumanPrior` for the target of the others.
+
+Each built-in is registered with its spec schema (:mod:`coopt_flwr.registry.prior_options`:
+types, defaults and bounds of every option). :func:`create_prior` and :func:`check_prior`
+check a spec against it before anything is built, and the factory receives the typed values.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import timm
@@ -36,8 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from coopt_flwr.devices import resolve_device
-from coopt_flwr.registry.registry import Registry, UnknownNameError
-from coopt_flwr.registry.spec import Spec, check_options, parse_spec, reject_arg, require_arg
+from coopt_flwr.registry.prior_options import BUILTIN_PRIOR_OPTIONS, UnknownPriorError
+from coopt_flwr.registry.registry import Registry
+from coopt_flwr.registry.spec import Spec, SpecSchema, parse_spec
 
 __all__ = [
     "EFFICIENTNET_LITE_VARIANTS",
@@ -48,6 +54,7 @@ __all__ = [
     "TimmPrior",
     "UnknownPriorError",
     "annotation_mask",
+    "check_prior",
     "clear_prior_cache",
     "create_prior",
     "efficientnet_lite_weight_file",
@@ -291,7 +298,9 @@ class HumanPrior(Prior):
                 f"human prior {self.spec!r}: labels must lie in [0, {self.feature_dim}), "
                 f"got range {int(lab.min())}..{int(lab.max())}; set classes=N"
             )
-        out = np.eye(self.feature_dim, dtype=np.float32)[lab]
+        # Rows set one by one: np.eye(C)[lab] would allocate C x C floats (16 GiB at 65,536 classes).
+        out = np.zeros((lab.shape[0], self.feature_dim), dtype=np.float32)
+        out[np.arange(lab.shape[0]), lab] = 1.0
         if self.fraction < 1.0:
             out[~annotation_mask(images, self.fraction, self.seed)] = 1.0 / self.feature_dim
         return out
@@ -300,25 +309,32 @@ class HumanPrior(Prior):
 # --------------------------------------------------------------------------- registry
 
 PriorFactory = Callable[..., Prior]
-"""``factory(spec: Spec, *, seed: int, batch_size: int, device: torch.device) -> Prior``."""
+"""``factory(spec: Spec, *, seed: int, batch_size: int, device: torch.device) -> Prior``; a
+factory registered with a schema also receives ``options: dict`` (the typed option values)."""
 
-
-class UnknownPriorError(UnknownNameError):
-    """Raised by :func:`create_prior` for a name that is not registered."""
-
-
+# UnknownPriorError lives in prior_options (checked without torch); it is re-exported here.
 _PRIORS: Registry[Prior] = Registry("prior", error=UnknownPriorError, cache_size=_PRIOR_CACHE_SIZE)
 
 
-def register_prior(name: str) -> Callable[[PriorFactory], PriorFactory]:
-    """Decorator registering ``factory(spec, *, seed, batch_size, device) -> Prior``.
+def register_prior(name: str, *, options: SpecSchema | None = None) -> Callable[[PriorFactory], PriorFactory]:
+    """Decorator registering ``factory(spec, *, seed, batch_size, device[, options]) -> Prior``.
+
+    Parameters
+    ----------
+    name : str
+        The prior's name in specs.
+    options : SpecSchema or None
+        The ``:`` argument and options the prior accepts. With one, every spec is checked
+        against it before the factory runs (:func:`check_prior`, :func:`create_prior`, the
+        run-config check) and the factory is called with ``options=`` the typed values.
+        Without one, only the name is checked beforehand and the factory checks its options.
 
     Raises
     ------
     ValueError
         If ``name`` is invalid or already registered.
     """
-    return _PRIORS.register(name)
+    return _PRIORS.register(name, schema=options)
 
 
 def list_priors() -> list[str]:
@@ -352,17 +368,41 @@ def create_prior(
     UnknownPriorError
         If the name is not registered; the message suggests close names and lists them all.
     ValueError
-        For a malformed spec, bad options or arguments.
+        For a malformed spec, bad options or arguments (checked before anything is built).
     """
     parsed = parse_spec(spec)
     factory = _PRIORS.factory(parsed)
+    options = _PRIORS.check(parsed)
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     dev = resolve_device(device)
     key = (parsed.text, int(seed), str(dev), int(batch_size))
-    return _PRIORS.cached(
-        key, partial(factory, parsed, seed=int(seed), batch_size=int(batch_size), device=dev)
-    )
+    build = partial(factory, parsed, seed=int(seed), batch_size=int(batch_size), device=dev)
+    if options is not None:
+        build = partial(build, options=options)
+    return _PRIORS.cached(key, build)
+
+
+def check_prior(spec: str | Spec) -> dict[str, Any] | None:
+    """Check a prior spec against the registry without building it.
+
+    The name must be registered; a prior registered with a schema also has its ``:``
+    argument and every option checked (known, of the right type, in bounds). Without torch,
+    :func:`coopt_flwr.registry.prior_options.check_prior_spec` does the same.
+
+    Returns
+    -------
+    dict or None
+        The typed option values, or None for a prior registered without a schema.
+
+    Raises
+    ------
+    UnknownPriorError
+        If the name is not registered, with the closest registered names.
+    ValueError
+        For a malformed spec or an argument or option the prior's schema refuses.
+    """
+    return _PRIORS.check(parse_spec(spec) if isinstance(spec, str) else spec)
 
 
 def clear_prior_cache() -> None:
@@ -485,9 +525,10 @@ def _load_checkpoint(model: nn.Module, path: str, spec: Spec) -> None:
         raise ValueError(f"checkpoint {path} does not fit {spec.text!r}: {err}") from err
 
 
-def _timm_prior(spec: Spec, kind: str, model: nn.Module, batch_size: int, device: torch.device) -> TimmPrior:
+def _timm_prior(
+    spec: Spec, kind: str, model: nn.Module, size: int | None, batch_size: int, device: torch.device
+) -> TimmPrior:
     config = timm.data.resolve_data_config({}, model=model)
-    size = spec.get_positive_int("size", None)
     input_size = (size, size) if size is not None else tuple(config["input_size"][1:])
     return TimmPrior(
         spec.text,
@@ -504,41 +545,32 @@ def _timm_prior(spec: Spec, kind: str, model: nn.Module, batch_size: int, device
 # --------------------------------------------------------------------------- timm / weak
 
 
-@register_prior("timm")
-def _timm(spec: Spec, *, seed: int, batch_size: int, device: torch.device) -> Prior:
-    arch = require_arg(spec, "a timm architecture")
-    check_options(spec, {"pretrained", "checkpoint", "size"})
-    spec.get_positive_int("size", None)  # validate before the (slow) model build
-    pretrained = spec.get_bool("pretrained", False)
-    checkpoint = spec.get_str("checkpoint", None)
-    if pretrained and checkpoint is not None:
-        raise ValueError(f"spec {spec.text!r}: pretrained=true and checkpoint= are mutually exclusive")
+@register_prior("timm", options=BUILTIN_PRIOR_OPTIONS["timm"])
+def _timm(
+    spec: Spec, *, seed: int, batch_size: int, device: torch.device, options: Mapping[str, Any]
+) -> Prior:
+    arch = str(spec.arg)  # the schema requires it
+    size, checkpoint = options["size"], options["checkpoint"]
     _check_arch(arch)
-    if pretrained:
-        return _timm_prior(spec, "pretrained", _create_pretrained(arch), batch_size, device)
+    if options["pretrained"]:
+        return _timm_prior(spec, "pretrained", _create_pretrained(arch), size, batch_size, device)
     model = _create_random(arch, seed)
     if checkpoint is None:
-        return _timm_prior(spec, "random", model, batch_size, device)
+        return _timm_prior(spec, "random", model, size, batch_size, device)
     _load_checkpoint(model, checkpoint, spec)
-    return _timm_prior(spec, "checkpoint", model, batch_size, device)
+    return _timm_prior(spec, "checkpoint", model, size, batch_size, device)
 
 
-@register_prior("weak")
-def _weak(spec: Spec, *, seed: int, batch_size: int, device: torch.device) -> Prior:
-    arch = require_arg(spec, "a timm architecture")
-    if "pretrained" in spec.options:
-        raise ValueError(
-            f"spec {spec.text!r}: weak priors are never pretrained; use checkpoint=<path> "
-            "for an early checkpoint, or timm:<arch>?pretrained=true for a strong prior"
-        )
-    check_options(spec, {"checkpoint", "size"})
-    spec.get_positive_int("size", None)
+@register_prior("weak", options=BUILTIN_PRIOR_OPTIONS["weak"])
+def _weak(
+    spec: Spec, *, seed: int, batch_size: int, device: torch.device, options: Mapping[str, Any]
+) -> Prior:
+    arch = str(spec.arg)  # the schema requires it
     _check_arch(arch)
     model = _create_random(arch, seed)
-    checkpoint = spec.get_str("checkpoint", None)
-    if checkpoint is not None:
-        _load_checkpoint(model, checkpoint, spec)
-    return _timm_prior(spec, "weak", model, batch_size, device)
+    if options["checkpoint"] is not None:
+        _load_checkpoint(model, options["checkpoint"], spec)
+    return _timm_prior(spec, "weak", model, options["size"], batch_size, device)
 
 
 # --------------------------------------------------------------------------- efficientnet-lite
@@ -608,37 +640,33 @@ def map_efficientnet_lite_state_dict(
 
 
 def _efficientnet_lite(
-    spec: Spec, *, seed: int, batch_size: int, device: torch.device, variant: int
+    spec: Spec,
+    *,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    options: Mapping[str, Any],
+    variant: int,
 ) -> Prior:
-    reject_arg(spec)
-    check_options(spec, {"size"})
-    spec.get_positive_int("size", None)
     path = efficientnet_lite_weight_file(variant)
     source = torch.load(path, map_location="cpu", weights_only=True)
     model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
     model.load_state_dict(map_efficientnet_lite_state_dict(source, model.state_dict()), strict=True)
     # Load into the full model first so strict=True checks the classifier too, then drop it.
     model.reset_classifier(0)
-    return _timm_prior(spec, "pretrained", model, batch_size, device)
+    return _timm_prior(spec, "pretrained", model, options["size"], batch_size, device)
 
 
 for _variant in EFFICIENTNET_LITE_VARIANTS:
-    register_prior(f"efficientnet_lite{_variant}")(partial(_efficientnet_lite, variant=_variant))
+    _name = f"efficientnet_lite{_variant}"
+    register_prior(_name, options=BUILTIN_PRIOR_OPTIONS[_name])(partial(_efficientnet_lite, variant=_variant))
 
 
 # --------------------------------------------------------------------------- human
 
 
-@register_prior("human")
-def _human(spec: Spec, *, seed: int, batch_size: int, device: torch.device) -> Prior:
-    reject_arg(spec)
-    check_options(spec, {"classes", "fraction"})
-    classes = spec.get_positive_int("classes", 10)
-    raw = spec.get_str("fraction", "1")
-    try:
-        fraction = float(raw)  # type: ignore[arg-type]
-    except ValueError:
-        raise ValueError(f"option 'fraction' of spec {spec.text!r} must be a number, got {raw!r}") from None
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"option 'fraction' of spec {spec.text!r} must lie in (0, 1], got {fraction}")
-    return HumanPrior(spec.text, classes, fraction=fraction, seed=seed)
+@register_prior("human", options=BUILTIN_PRIOR_OPTIONS["human"])
+def _human(
+    spec: Spec, *, seed: int, batch_size: int, device: torch.device, options: Mapping[str, Any]
+) -> Prior:
+    return HumanPrior(spec.text, options["classes"], fraction=options["fraction"], seed=seed)

@@ -1,6 +1,8 @@
 """One typed registry behind the prior and data-set registries (after timm's model registry).
 
-A :class:`Registry` maps names to factories. It refuses a name registered twice, answers an
+A :class:`Registry` maps names to factories, each optionally with a
+:class:`~coopt_flwr.registry.spec.SpecSchema` of the argument and options it accepts (checked by
+:meth:`Registry.check` without building anything). It refuses a name registered twice, answers an
 unknown name with the closest registered ones and the full list, and keeps what its factories
 built in a thread-safe cache: unbounded (``cache_size=None``), an LRU of ``cache_size``
 entries, or none (``cache_size=0``). The caller chooses the cache key, so each registry decides
@@ -12,12 +14,12 @@ from __future__ import annotations
 import difflib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Generic, TypeVar
 
-from coopt_flwr.registry.spec import Spec, validate_name
+from coopt_flwr.registry.spec import Spec, SpecSchema, validate_name
 
-__all__ = ["Registry", "UnknownNameError"]
+__all__ = ["Registry", "UnknownNameError", "unknown_name_message"]
 
 T = TypeVar("T")
 
@@ -28,6 +30,14 @@ class UnknownNameError(KeyError, ValueError):
     def __str__(self) -> str:
         # KeyError would otherwise print the repr of the message, quotes and all.
         return str(self.args[0]) if self.args else ""
+
+
+def unknown_name_message(kind: str, spec: Spec, names: Iterable[str]) -> str:
+    """The message for a spec naming nothing registered: the closest names, then all of them."""
+    known = sorted(names)
+    close = difflib.get_close_matches(spec.name, known, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return f"unknown {kind} {spec.name!r} in spec {spec.text!r}; {hint}available: {', '.join(known)}"
 
 
 class Registry(Generic[T]):
@@ -52,11 +62,22 @@ class Registry(Generic[T]):
         self.error = error
         self.cache_size = cache_size
         self._factories: dict[str, Callable[..., T]] = {}
+        self._schemas: dict[str, SpecSchema] = {}
         self._cache: OrderedDict[Hashable, T] = OrderedDict()
         self._lock = threading.Lock()
 
-    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def register(
+        self, name: str, *, schema: SpecSchema | None = None
+    ) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator registering a factory under ``name``; returns the factory unchanged.
+
+        Parameters
+        ----------
+        name : str
+            The registry name.
+        schema : SpecSchema or None
+            The argument and options the factory accepts, checked by :meth:`check`; None: the
+            factory checks its own options when it builds (only the name is checked before).
 
         Raises
         ------
@@ -69,6 +90,10 @@ class Registry(Generic[T]):
             if name in self._factories:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._factories[name] = factory
+            if schema is None:
+                self._schemas.pop(name, None)
+            else:
+                self._schemas[name] = schema
             return factory
 
         return decorator
@@ -91,12 +116,32 @@ class Registry(Generic[T]):
         found = self._factories.get(spec.name)
         if found is not None:
             return found
-        close = difflib.get_close_matches(spec.name, self._factories, n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        available = ", ".join(self.names())
-        raise self.error(
-            f"unknown {self.kind} {spec.name!r} in spec {spec.text!r}; {hint}available: {available}"
-        )
+        raise self.error(unknown_name_message(self.kind, spec, self._factories))
+
+    def schema(self, name: str) -> SpecSchema | None:
+        """The schema ``name`` was registered with, or None (also for an unregistered name)."""
+        return self._schemas.get(name) if name in self._factories else None
+
+    def check(self, spec: Spec) -> dict[str, Any] | None:
+        """Check ``spec`` without building anything: its name, and its argument and options
+        against the name's schema.
+
+        Returns
+        -------
+        dict or None
+            The typed option values (:meth:`SpecSchema.validate`), or None when the name was
+            registered without a schema (its factory checks its options when it builds).
+
+        Raises
+        ------
+        UnknownNameError
+            (the registry's ``error`` type) for a name that is not registered.
+        ValueError
+            For an argument or option the schema refuses.
+        """
+        self.factory(spec)
+        schema = self.schema(spec.name)
+        return None if schema is None else schema.validate(spec)
 
     def cached(self, key: Hashable, build: Callable[[], T]) -> T:
         """Return the object cached under ``key``, or ``build()`` it and cache it.

@@ -12,11 +12,13 @@ import timm
 import torch
 
 from coopt_flwr.registry import priors
+from coopt_flwr.registry.prior_options import BUILTIN_PRIOR_OPTIONS, check_prior_spec
 from coopt_flwr.registry.priors import (
     HumanPrior,
     Prior,
     TimmPrior,
     UnknownPriorError,
+    check_prior,
     clear_prior_cache,
     create_prior,
     efficientnet_lite_weight_file,
@@ -25,7 +27,7 @@ from coopt_flwr.registry.priors import (
     map_efficientnet_lite_state_dict,
     register_prior,
 )
-from coopt_flwr.registry.spec import Spec
+from coopt_flwr.registry.spec import Option, Spec, SpecSchema, parse_spec
 
 SMALL = "timm:resnet10t?size=32"
 
@@ -80,13 +82,13 @@ def test_register_custom_and_duplicate(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("timm:resnet10t?colour=red", "unknown option 'colour'.*checkpoint, pretrained, size"),
         ("timm", "needs a timm architecture"),
-        ("timm:resnet10t?size=0", "must be >= 1"),
+        ("timm:resnet10t?size=0", r"must lie in \[1, 4096\], got 0"),
         ("timm:resnet10t?size=big", "integer"),
         ("timm:resnet10t?pretrained=true&checkpoint=a.pth", "mutually exclusive"),
         ("weak:resnet10t?pretrained=false", "never pretrained"),
         ("efficientnet_lite0:x", "takes no ':' argument"),
         ("efficientnet_lite0?checkpoint=a.pth", "unknown option 'checkpoint'"),
-        ("human?classes=0", "must be >= 1"),
+        ("human?classes=0", r"must lie in \[1, 65536\], got 0"),
         ("human:x", "takes no ':' argument"),
     ],
 )
@@ -103,6 +105,147 @@ def test_unknown_arch_gives_hint() -> None:
 def test_bad_batch_size() -> None:
     with pytest.raises(ValueError, match=r"batch_size"):
         create_prior(SMALL, batch_size=0)
+
+
+# --------------------------------------------------------------------------- option schemas
+
+# One spec per built-in prior using every option it has, at a valid value: all accepted.
+EVERY_OPTION = {
+    "timm": ["timm:resnet10t?pretrained=false&checkpoint=a.pth&size=32", "timm:resnet10t?pretrained=yes"],
+    "weak": ["weak:resnet10t?checkpoint=a.pth&size=4096"],
+    "efficientnet_lite0": ["efficientnet_lite0?size=1"],
+    "efficientnet_lite1": ["efficientnet_lite1?size=240"],
+    "efficientnet_lite2": ["efficientnet_lite2", "efficientnet_lite2?size=260"],
+    "human": ["human?classes=65536&fraction=1", "human?fraction=1e-3&classes=1"],
+}
+
+# Bad option values, each with the one-line message both checks give (before any build).
+BAD_OPTIONS = [
+    ("human?fraction=2", "option 'fraction' of spec 'human?fraction=2' must lie in (0, 1], got 2"),
+    ("human?fraction=0", "option 'fraction' of spec 'human?fraction=0' must lie in (0, 1], got 0"),
+    ("human?fraction=abc", "option 'fraction' of spec 'human?fraction=abc' must be a number, got 'abc'"),
+    ("human?fraction=nan", "option 'fraction' of spec 'human?fraction=nan' must be a finite number"),
+    ("human?classes=65537", "option 'classes' of spec 'human?classes=65537' must lie in [1, 65536]"),
+    ("human?classes=2.5", "option 'classes' of spec 'human?classes=2.5' must be an integer, got '2.5'"),
+    (
+        "efficientnet_lite0?size=-3",
+        "option 'size' of spec 'efficientnet_lite0?size=-3' must lie in [1, 4096], got -3",
+    ),
+    ("efficientnet_lite2?size=4097", "must lie in [1, 4096], got 4097"),
+    (
+        "timm:resnet18?sizee=64",
+        "unknown option 'sizee' in spec 'timm:resnet18?sizee=64'; did you mean size? "
+        "allowed options: checkpoint, pretrained, size",
+    ),
+    (
+        "timm:resnet18?pretrained=maybe",
+        "option 'pretrained' of spec 'timm:resnet18?pretrained=maybe' must be",
+    ),
+    ("timm:resnet18?pretrained=on&checkpoint=a.pth", "mutually exclusive"),
+    ("timm?size=64", "needs a timm architecture"),
+    ("weak:resnet18?pretrained=true", "weak priors are never pretrained"),
+    ("weak:resnet18?fraction=0.5", "unknown option 'fraction'"),
+    ("efficientnet_lite1:x?size=64", "'efficientnet_lite1' takes no ':' argument"),
+    ("human?zzz=1", "unknown option 'zzz' in spec 'human?zzz=1'; allowed options: classes, fraction"),
+]
+
+
+def test_every_builtin_is_registered_with_its_schema() -> None:
+    builtin = {
+        name
+        for name, factory in priors._PRIORS._factories.items()
+        if getattr(factory, "func", factory).__module__ == priors.__name__
+    }
+    assert builtin == set(BUILTIN_PRIOR_OPTIONS) == set(EVERY_OPTION)
+    for name, schema in BUILTIN_PRIOR_OPTIONS.items():
+        assert priors._PRIORS.schema(name) is schema, name
+    # Every option of every schema is exercised by EVERY_OPTION (a new option needs a spec there).
+    for name, specs in EVERY_OPTION.items():
+        used = {key for spec in specs for key in parse_spec(spec).options}
+        assert used == set(BUILTIN_PRIOR_OPTIONS[name].options), name
+
+
+@pytest.mark.parametrize("spec", [s for specs in EVERY_OPTION.values() for s in specs])
+def test_every_option_of_every_builtin_is_accepted(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = check_prior(spec)
+    assert loaded is not None and set(loaded) == set(BUILTIN_PRIOR_OPTIONS[parse_spec(spec).name].options)
+    # The same answer without the prior registry loaded (the platform's check, torch-free).
+    monkeypatch.delitem(sys.modules, "coopt_flwr.registry.priors")
+    assert check_prior_spec(spec) == loaded
+
+
+def test_typed_values_and_defaults() -> None:
+    assert check_prior("human") == {"classes": 10, "fraction": 1.0}
+    assert check_prior("human?fraction=0.25&classes=4") == {"classes": 4, "fraction": 0.25}
+    assert check_prior("timm:resnet18?pretrained=yes&size=96") == {
+        "pretrained": True,
+        "checkpoint": None,
+        "size": 96,
+    }
+    assert check_prior("efficientnet_lite0") == {"size": None}
+
+
+@pytest.mark.parametrize(("spec", "message"), BAD_OPTIONS)
+def test_bad_option_values_are_refused_before_any_build(
+    spec: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def _no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a network was built for a spec that fails its schema")
+
+    monkeypatch.setattr(timm, "create_model", _no_build)
+    monkeypatch.setattr(priors, "efficientnet_lite_weight_file", _no_build)
+    monkeypatch.setattr(priors, "HumanPrior", _no_build)
+    for check in (check_prior, create_prior):
+        with pytest.raises(ValueError) as info:
+            check(spec)
+        assert message in str(info.value), check
+        assert "\n" not in str(info.value)
+    monkeypatch.delitem(sys.modules, "coopt_flwr.registry.priors")
+    with pytest.raises(ValueError) as info:
+        check_prior_spec(spec)
+    assert message in str(info.value)
+
+
+def test_a_cached_prior_does_not_skip_the_check() -> None:
+    create_prior("human?fraction=0.5")
+    with pytest.raises(ValueError, match="must lie in"):
+        create_prior("human?fraction=5")
+
+
+@pytest.mark.parametrize("check", [check_prior, check_prior_spec])
+def test_unknown_name_suggests_the_closest(check: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    if check is check_prior_spec:
+        monkeypatch.delitem(sys.modules, "coopt_flwr.registry.priors")
+    with pytest.raises(
+        UnknownPriorError, match=r"unknown prior 'efficientnt_lite0'.*did you mean efficientnet_lite0"
+    ):
+        check("efficientnt_lite0?size=64")  # type: ignore[operator]
+
+
+def test_a_runtime_prior_with_a_schema_gets_typed_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(priors._PRIORS, "_factories", dict(priors._PRIORS._factories))
+    monkeypatch.setattr(priors._PRIORS, "_schemas", dict(priors._PRIORS._schemas))
+    seen: list[object] = []
+    schema = SpecSchema(options={"dim": Option(int, 2, low=1, high=8)})
+
+    @register_prior("ones", options=schema)
+    def _ones(spec: Spec, *, seed: int, batch_size: int, device: torch.device, options: dict) -> Prior:
+        seen.append(options)
+        return HumanPrior(spec.text, options["dim"])
+
+    @register_prior("plain")
+    def _plain(spec: Spec, *, seed: int, batch_size: int, device: torch.device) -> Prior:
+        return HumanPrior(spec.text, 1)
+
+    assert create_prior("ones?dim=3").feature_dim == 3 and seen == [{"dim": 3}]
+    with pytest.raises(ValueError, match=r"must lie in \[1, 8\], got 9"):
+        check_prior_spec("ones?dim=9")  # the loaded registry's schema, through the torch-free entry
+    with pytest.raises(ValueError, match=r"unknown option 'dims'.*did you mean dim"):
+        create_prior("ones?dims=3")
+    assert len(seen) == 1  # neither bad spec reached the factory
+    # Without a schema only the name is checked beforehand; the factory gets no options.
+    assert check_prior("plain?anything=1") is None
+    assert create_prior("plain").feature_dim == 1
 
 
 # --------------------------------------------------------------------------- timm / weak

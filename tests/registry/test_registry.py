@@ -10,7 +10,7 @@ import pytest
 from coopt_flwr.registry.datasets import UnknownDatasetError
 from coopt_flwr.registry.priors import UnknownPriorError
 from coopt_flwr.registry.registry import Registry, UnknownNameError
-from coopt_flwr.registry.spec import Spec, parse_spec
+from coopt_flwr.registry.spec import Option, Spec, SpecSchema, parse_spec
 
 
 def _registry(cache_size: int | None = None) -> tuple[Registry[object], Counter[str]]:
@@ -163,3 +163,19 @@ def test_concurrent_requests_build_once() -> None:
         t.join()
     assert builds["thing"] == 1
     assert all(r is results[0] for r in results)
+
+
+def test_check_uses_the_schema_and_builds_nothing() -> None:
+    reg: Registry[object] = Registry("widget")
+    built: list[str] = []
+    schema = SpecSchema(options={"n": Option(int, 1, low=1)})
+    reg.register("typed", schema=schema)(lambda spec, **kw: built.append(spec.text))
+    reg.register("free")(lambda spec, **kw: built.append(spec.text))
+    assert reg.schema("typed") is schema and reg.schema("free") is None and reg.schema("none") is None
+    assert reg.check(parse_spec("typed?n=3")) == {"n": 3}
+    assert reg.check(parse_spec("free?anything=1")) is None  # no schema: only the name is checked
+    with pytest.raises(ValueError, match=r"must be >= 1, got 0"):
+        reg.check(parse_spec("typed?n=0"))
+    with pytest.raises(UnknownNameError, match=r"did you mean typed"):
+        reg.check(parse_spec("typd?n=1"))
+    assert built == []

@@ -6,7 +6,15 @@ import pickle
 
 import pytest
 
-from coopt_flwr.registry.spec import Spec, check_options, parse_spec, reject_arg, require_arg
+from coopt_flwr.registry.spec import (
+    Option,
+    Spec,
+    SpecSchema,
+    check_options,
+    parse_spec,
+    reject_arg,
+    require_arg,
+)
 
 
 @pytest.mark.parametrize(
@@ -113,6 +121,8 @@ def test_check_options() -> None:
         check_options(spec, {"size", "checkpoint"})
     with pytest.raises(ValueError, match=r"takes no options"):
         check_options(parse_spec("human?x=1"), set())
+    with pytest.raises(ValueError, match=r"unknown option 'sizee'.*; did you mean size\? allowed options"):
+        check_options(parse_spec("timm:resnet18?sizee=3"), {"size", "checkpoint"})
 
 
 def test_arg_helpers() -> None:
@@ -135,3 +145,88 @@ def test_get_positive_int() -> None:
         spec.get_positive_int("zero", None)
     with pytest.raises(ValueError, match=r"must be an integer"):
         spec.get_positive_int("word", 1)
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+@pytest.mark.parametrize(
+    ("option", "bounds", "good", "bad"),
+    [
+        (Option(int, low=1), ">= 1", ["1", "900"], ["0", "-3"]),
+        (Option(int, low=1, high=64), "[1, 64]", ["1", "64"], ["0", "65"]),
+        (Option(float, low=0.0, high=1.0, low_open=True), "(0, 1]", ["1", "1e-9", "0.5"], ["0", "1.01"]),
+        (Option(float, low=0.0, high=1.0, high_open=True), "[0, 1)", ["0", "0.999"], ["1", "-0.1"]),
+        (Option(float, high=2.5), "<= 2.5", ["-7", "2.5"], ["2.6"]),
+        (Option(float, high=2.5, high_open=True), "< 2.5", ["2.4"], ["2.5"]),
+    ],
+)
+def test_option_bounds(option: Option, bounds: str, good: list[str], bad: list[str]) -> None:
+    assert option.bounds() == bounds
+    for value in good:
+        option.parse(parse_spec(f"x?k={value}"), "k")
+    for value in bad:
+        with pytest.raises(ValueError, match=rf"option 'k' of spec 'x\?k={value}' must .*{value}$"):
+            option.parse(parse_spec(f"x?k={value}"), "k")
+
+
+def test_option_types_and_defaults() -> None:
+    spec = parse_spec("x?i=7&f=2.5&b=off&s=hello&bad=seven&inf=inf")
+    assert Option(int).parse(spec, "i") == 7 and Option(float).parse(spec, "f") == 2.5
+    assert Option(float).parse(spec, "i") == 7.0 and isinstance(Option(float).parse(spec, "i"), float)
+    assert Option(bool, True).parse(spec, "b") is False and Option(str).parse(spec, "s") == "hello"
+    assert Option(int, 3).parse(spec, "missing") == 3 and Option(str).parse(spec, "missing") is None
+    assert Option(str, choices=("hello", "bye")).parse(spec, "s") == "hello"
+    with pytest.raises(ValueError, match=r"'s' .* must be one of bye, hi, got 'hello'"):
+        Option(str, choices=("bye", "hi")).parse(spec, "s")
+    with pytest.raises(ValueError, match=r"'bad' .* must be an integer, got 'seven'"):
+        Option(int).parse(spec, "bad")
+    with pytest.raises(ValueError, match=r"'bad' .* must be a number, got 'seven'"):
+        Option(float).parse(spec, "bad")
+    with pytest.raises(ValueError, match=r"'inf' .* must be a finite number, got 'inf'"):
+        Option(float).parse(spec, "inf")
+    with pytest.raises(ValueError, match=r"'s' .* must be a boolean"):
+        Option(bool).parse(spec, "s")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"type": list}, {"type": str, "low": 1}, {"type": int, "choices": ("a",)}, {"low": 2, "high": 1}],
+)
+def test_bad_option_declarations_are_refused(kwargs: dict) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        Option(**({"type": int} | kwargs))
+
+
+def test_schema_validates_argument_options_and_rules() -> None:
+    def _not_both(spec: Spec, values: object) -> None:
+        if values["a"] and values["b"]:  # type: ignore[index]
+            raise ValueError("a and b are exclusive")
+
+    schema = SpecSchema(
+        arg="a thing",
+        options={"a": Option(bool, False), "b": Option(bool, False), "n": Option(int, 4, low=1)},
+        refused={"c": "c is gone; use a"},
+        check=_not_both,
+    )
+    assert schema.validate(parse_spec("w:x?n=2&a=1")) == {"a": True, "b": False, "n": 2}
+    assert list(schema.validate(parse_spec("w:x"))) == ["a", "b", "n"]  # every option, in order
+    for text, match in [
+        ("w", r"needs a thing"),
+        ("w:x?c=1", r"spec 'w:x\?c=1': c is gone; use a"),
+        ("w:x?nn=1", r"unknown option 'nn'.*did you mean n\? allowed options: a, b, n"),
+        ("w:x?n=0", r"must be >= 1, got 0"),
+        ("w:x?a=1&b=1", r"exclusive"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            schema.validate(parse_spec(text))
+    no_arg = SpecSchema()
+    assert no_arg.validate(parse_spec("w")) == {}
+    with pytest.raises(ValueError, match=r"takes no ':' argument"):
+        no_arg.validate(parse_spec("w:x"))
+    with pytest.raises(ValueError, match=r"'w' takes no options"):
+        no_arg.validate(parse_spec("w?x=1"))
+    with pytest.raises(TypeError):
+        schema.options["z"] = Option()  # type: ignore[index]
+    with pytest.raises(ValueError, match=r"both accepted and refused"):
+        SpecSchema(options={"a": Option()}, refused={"a": "no"})

@@ -82,6 +82,12 @@ def _run_command(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
     [
         ("shared-fraction=1.5", "error: shared-fraction must lie in (0, 1) (|S| / |D|, e.g. 0.1), got 1.5"),
         ("dataset=nosuch", "error: dataset: unknown data set 'nosuch' in 'nosuch'; "),
+        # A prior's options, checked from its schema before Ray (Hydra needs a spec with '='
+        # inside a list quoted).
+        (
+            'priors=["human?fraction=2"]',
+            "error: priors: option 'fraction' of spec 'human?fraction=2' must lie in (0, 1], got 2",
+        ),
     ],
 )
 def test_the_command_prints_one_line_and_fails_on_a_bad_value(tmp_path, override, message):
@@ -103,6 +109,10 @@ def _preflight(tmp_path, *overrides: str, nodes=None):
         (["seed=-1"], "seed must be an integer between 0 and"),
         (["target-dim=1000000000"], "target-dim must be an integer between 1 and 65,536"),
         (["priors=[human,efficientnet_lit0]"], "did you mean efficientnet_lite0"),
+        (
+            ["priors=[human,'timm:resnet18?sizee=64']"],
+            "unknown option 'sizee' in spec 'timm:resnet18?sizee=64'; did you mean size?",
+        ),
         (["dataset=nosuch"], "unknown data set 'nosuch'"),
         (["num-supernodes=2", "min-nodes=3"], "min-nodes 3 exceeds num-supernodes 2"),
         (["dataset='digits?subset=30'", "shared-fraction=0.1"], "gives a shared set S of 3"),
