@@ -16,7 +16,10 @@ reuses them round after round.
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,9 +28,8 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from coopt_flwr.config import Settings
+from coopt_flwr.config import Settings, check_node_prior
 from coopt_flwr.protocol import messages as P
-from coopt_flwr.protocol.evolution import parse_path
 from coopt_flwr.protocol.participant import (
     AlignedUpload,
     FeatureCache,
@@ -38,7 +40,9 @@ from coopt_flwr.protocol.participant import (
     uniformity_report,
 )
 from coopt_flwr.registry.datasets import ImageData, create_dataset
-from coopt_flwr.registry.priors import Prior, create_prior
+from coopt_flwr.registry.prior_options import uses_seed
+from coopt_flwr.registry.priors import Prior, check_prior, create_prior
+from coopt_flwr.registry.spec import parse_spec
 
 _CACHE_RECORD = "coopt-feature-cache"
 _CACHE_META = "coopt-feature-cache-meta"
@@ -68,7 +72,8 @@ def _identity(settings: Settings, context: Context, config: ConfigRecord) -> _Id
     cfg = context.node_config
     partition = int(cfg.get("partition-id", 0))
     num_partitions = int(cfg.get("num-partitions", 1))
-    path = parse_path(str(cfg[P.NODE_PRIOR])) if P.NODE_PRIOR in cfg else settings.path_for(partition)
+    # A deployed node's own prior is checked like the run-config's (one line naming the key).
+    path = check_node_prior(cfg[P.NODE_PRIOR]) if P.NODE_PRIOR in cfg else settings.path_for(partition)
     stages = list(config[P.STAGES]) if P.STAGES in config else []
     stage = int(stages[partition]) if partition < len(stages) else 0
     if not 0 <= stage < len(path):
@@ -188,6 +193,49 @@ def _progress(partition: int, step: str, every: float = 10.0):
     return report
 
 
+# --- the shared set's features of seed-free priors, once per process ------------------------
+# In a simulation one worker process answers for hundreds of virtual participants, and every
+# participant holding the same pretrained prior embeds the same S: identical work with an
+# identical result. The first to embed S from scratch leaves the features here; the others
+# start from them. Only a node that would itself embed all of S from scratch uses (or leaves)
+# an entry, so every reply is exactly what the node computes alone.
+_SHARED_MEMO: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_SHARED_MEMO_SIZE = 8  # entries of (|S|, l_k) float32: a few MiB each
+_SHARED_MEMO_LOCK = threading.Lock()
+
+
+def _shared_memo_key(job: _Job, shared: ImageData, shared_ids: np.ndarray, source: str) -> tuple | None:
+    """What S's features depend on, for a seed-free prior; None when the prior uses its seed."""
+    spec = parse_spec(job.who.spec)
+    if uses_seed(spec.name, check_prior(spec)):
+        return None
+    if source == "data":  # platform data mode: S names ids of the platform's D
+        data: tuple = ("data", str(job.config[P.DATASET]), str(job.config[P.DATA_ROOT]))
+    else:  # local data mode: S's images came in the message
+        digest = hashlib.blake2b(np.ascontiguousarray(shared.images).tobytes(), digest_size=16)
+        if shared.labels is not None:
+            digest.update(np.ascontiguousarray(shared.labels).tobytes())
+        data = ("shared", digest.hexdigest())
+    ids = hashlib.blake2b(np.ascontiguousarray(shared_ids, dtype=np.int64).tobytes(), digest_size=16)
+    settings = job.settings
+    return (spec.text, settings.device, settings.batch_size, data, ids.hexdigest())
+
+
+def _memo_get(key: tuple) -> np.ndarray | None:
+    with _SHARED_MEMO_LOCK:
+        rows = _SHARED_MEMO.get(key)
+        if rows is not None:
+            _SHARED_MEMO.move_to_end(key)
+        return rows
+
+
+def _memo_put(key: tuple, rows: np.ndarray) -> None:
+    with _SHARED_MEMO_LOCK:
+        _SHARED_MEMO[key] = rows
+        while len(_SHARED_MEMO) > _SHARED_MEMO_SIZE:
+            _SHARED_MEMO.popitem(last=False)
+
+
 # --- encoding the replies -----------------------------------------------------------------
 
 
@@ -238,6 +286,12 @@ def report_uniformity(msg: Message, context: Context, overrides: Mapping[str, An
     job = _job(msg, context, overrides)
     shared, shared_ids, source = _shared(job)
     cache = _load_cache(context, job.who.spec, source)
+    memo = _shared_memo_key(job, shared, shared_ids, source)
+    fresh = memo is not None and not cache.lookup(shared_ids)[0].any()
+    if fresh:
+        rows = _memo_get(memo)
+        if rows is not None:
+            cache.add(shared_ids, rows)
     rep = uniformity_report(
         job.prior,
         shared,
@@ -248,6 +302,8 @@ def report_uniformity(msg: Message, context: Context, overrides: Mapping[str, An
         progress=_progress(job.who.partition, "uniformity"),
         standardize=job.settings.standardize_targets,
     )
+    if fresh and rep.cached == 0:  # embedded from scratch: what any holder of this prior gets
+        _memo_put(memo, cache.lookup(shared_ids)[1])
     _store_cache(context, cache, source)
     node = _uniformity_node(job, rep, _participant_name(context, job.who.partition))
     return _reply(msg, node, {P.SHARED_TARGETS: rep.shared_targets})

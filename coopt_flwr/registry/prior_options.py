@@ -41,6 +41,7 @@ __all__ = [
     "WEAK_OPTIONS",
     "UnknownPriorError",
     "check_prior_spec",
+    "uses_seed",
 ]
 
 #: Largest ``size=N`` a prior accepts: an NxN input. Bounds a typo (``size=6400`` for 64) that
@@ -110,6 +111,31 @@ BUILTIN_PRIOR_OPTIONS: Mapping[str, SpecSchema] = MappingProxyType(
 )
 """Name → schema of every prior :mod:`coopt_flwr.registry.priors` registers (a test keeps
 both equal)."""
+
+
+def uses_seed(name: str, options: Mapping[str, Any] | None) -> bool:
+    """Whether a prior's features depend on the ``seed`` it is built with.
+
+    Pretrained weights, a checkpoint loaded over every tensor (strictly) and a full human
+    annotator ignore the seed; a random or weak initialization and a partial annotator (its
+    seeded choice of images) use it. A prior registered without a schema (``options`` None)
+    or not built in is assumed to use it.
+
+    Two participants holding a seed-free prior compute exactly the same features, so one
+    process may build it and embed a shared set once for both
+    (:func:`coopt_flwr.registry.priors.create_prior`, the ClientApp's shared-set memo).
+    """
+    if options is None or name not in BUILTIN_PRIOR_OPTIONS:
+        return True
+    if name.startswith("efficientnet_lite"):
+        return False
+    if name == "timm":
+        return not options["pretrained"] and options["checkpoint"] is None
+    if name == "weak":
+        return options["checkpoint"] is None
+    if name == "human":
+        return float(options["fraction"]) < 1.0
+    return True
 
 
 def check_prior_spec(spec: str | Spec) -> dict[str, Any] | None:

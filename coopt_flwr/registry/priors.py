@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from coopt_flwr.devices import resolve_device
-from coopt_flwr.registry.prior_options import BUILTIN_PRIOR_OPTIONS, UnknownPriorError
+from coopt_flwr.registry.prior_options import BUILTIN_PRIOR_OPTIONS, UnknownPriorError, uses_seed
 from coopt_flwr.registry.registry import Registry
 from coopt_flwr.registry.spec import Spec, SpecSchema, parse_spec
 
@@ -361,7 +361,9 @@ def create_prior(
     Returns
     -------
     Prior
-        Cached by (spec, seed, device, batch_size): repeated calls return the same object.
+        Cached by (spec, seed, device, batch_size), the seed left out for a prior that does
+        not use it (:func:`coopt_flwr.registry.prior_options.uses_seed`): repeated calls
+        return the same object.
 
     Raises
     ------
@@ -376,7 +378,10 @@ def create_prior(
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     dev = resolve_device(device)
-    key = (parsed.text, int(seed), str(dev), int(batch_size))
+    # A seed-free prior is one object per process whatever the seed: 250 participants
+    # holding the same pretrained network build it once (they would build identical copies).
+    seeded = uses_seed(parsed.name, options)
+    key = (parsed.text, int(seed) if seeded else None, str(dev), int(batch_size))
     build = partial(factory, parsed, seed=int(seed), batch_size=int(batch_size), device=dev)
     if options is not None:
         build = partial(build, options=options)

@@ -529,3 +529,23 @@ def test_partial_human_annotates_a_seeded_content_hashed_fraction() -> None:
 def test_partial_human_bad_fraction(spec: str) -> None:
     with pytest.raises(ValueError, match="fraction"):
         create_prior(spec)
+
+
+def test_a_seed_free_prior_is_one_object_whatever_the_seed_and_a_seeded_one_is_not():
+    from coopt_flwr.registry.prior_options import uses_seed
+
+    lite = "efficientnet_lite0?size=16"
+    assert create_prior(lite, seed=1, device="cpu") is create_prior(lite, seed=2, device="cpu")
+    rand = "timm:resnet10t?size=16"
+    assert create_prior(rand, seed=1, device="cpu") is not create_prior(rand, seed=2, device="cpu")
+    assert create_prior("human", seed=1) is create_prior("human", seed=2)
+    assert create_prior("human?fraction=0.5", seed=1) is not create_prior("human?fraction=0.5", seed=2)
+    # The rule, option by option.
+    assert not uses_seed("timm", {"pretrained": True, "checkpoint": None, "size": None})
+    assert not uses_seed("timm", {"pretrained": False, "checkpoint": "w.pt", "size": None})
+    assert uses_seed("timm", {"pretrained": False, "checkpoint": None, "size": None})
+    assert uses_seed("weak", {"checkpoint": None, "size": None})
+    assert not uses_seed("weak", {"checkpoint": "w.pt", "size": None})
+    assert uses_seed("human", {"classes": 10, "fraction": 0.5})
+    assert not uses_seed("human", {"classes": 10, "fraction": 1.0})
+    assert uses_seed("counting", None)  # registered without a schema: assumed seeded
