@@ -320,7 +320,7 @@ def test_cache_is_an_lru() -> None:
     assert create_prior(SMALL, seed=0) is first
     assert create_prior(SMALL, seed=1) is not first
     for seed in range(2, 2 + priors._PRIOR_CACHE_SIZE):
-        create_prior("human", seed=seed)
+        create_prior("human?fraction=0.5", seed=seed)  # seeded: one entry per seed
     assert create_prior(SMALL, seed=0) is not first  # evicted
 
 
