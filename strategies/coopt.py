@@ -81,6 +81,7 @@ from coopt_flwr.store.report import format_summary
 from coopt_flwr.store.storage import OPTIMIZED_FILE, SUMMARY_FILE, write_json, write_tensors
 from strategies.checkpoint import Checkpoint, Checkpoints, PlatformState, RoundState
 from strategies.records import NodeRecord, RoundResult, RunResult, Status
+from strategies.replies import reply_array, reply_float, reply_int, reply_record, reply_str
 from strategies.summary import round_summary, run_summary
 
 __all__ = ["CoOptStrategy", "GridLike", "NodeRecord", "RoundHook", "RoundResult", "RunResult", "Status"]
@@ -401,39 +402,45 @@ class CoOptStrategy:
         return expected
 
     def _read_uniformity(self, rec: NodeRecord, reply: Message) -> int:
-        node = reply.content[P.NODE]
-        arrays = reply.content[P.ARRAYS]
-        rec.partition_id = int(node[P.PARTITION_ID])
-        num_partitions = int(node[P.NUM_PARTITIONS])
+        # Every field is read typed and bounded (strategies.replies.reply_int and co.):
+        # int() and float() took "3", 2.5 and True, and raised OverflowError on inf (a crash).
+        node = reply_record(reply.content, P.NODE, ConfigRecord)
+        arrays = reply_record(reply.content, P.ARRAYS, ArrayRecord)
+        rec.partition_id = reply_int(node, P.PARTITION_ID)
+        num_partitions = reply_int(node, P.NUM_PARTITIONS)
         if not 1 <= num_partitions <= MAX_PARTITIONS:
             raise ReplyError(f"claims a federation of {num_partitions} partitions (1 to {MAX_PARTITIONS})")
         if not 0 <= rec.partition_id < num_partitions:
             raise ReplyError(f"partition id {rec.partition_id} outside 0 to {num_partitions - 1}")
-        rec.name = str(node.get(P.NAME, "")) or f"partition-{rec.partition_id}"
+        rec.name = reply_str(node, P.NAME, default="") or f"partition-{rec.partition_id}"
         # A node without evolution support reports neither: one prior, stage 0.
-        rec.stage = int(node[P.STAGE]) if P.STAGE in node else 0
-        rec.num_stages = int(node[P.NUM_STAGES]) if P.NUM_STAGES in node else 1
+        rec.stage = reply_int(node, P.STAGE, default=0)
+        rec.num_stages = reply_int(node, P.NUM_STAGES, default=1)
         asked = self.stages.get(rec.partition_id, 0)
         if rec.stage != asked or not 0 <= rec.stage < rec.num_stages:
             raise ReplyError(
                 f"used evolution stage {rec.stage} of a {rec.num_stages}-stage path, "
                 f"the platform asked for stage {asked}"
             )
-        rec.prior = str(node[P.PRIOR])
-        rec.prior_kind = str(node[P.PRIOR_KIND])
-        rec.feature_dim = int(node[P.FEATURE_DIM])
-        rec.data_samples = int(node[P.NUM_SAMPLES])
-        rec.embed_seconds = float(node[P.EMBED_SECONDS])
-        rec.cached = int(node[P.CACHED])
-        rec.reported_uniformity = float(node[P.REPORTED_UNIFORMITY])
+        rec.prior = reply_str(node, P.PRIOR)
+        rec.prior_kind = reply_str(node, P.PRIOR_KIND)
+        rec.feature_dim = reply_int(node, P.FEATURE_DIM, low=1)
+        rec.data_samples = reply_int(node, P.NUM_SAMPLES, low=1)
+        rec.embed_seconds = reply_float(node, P.EMBED_SECONDS, low=0.0)
+        rec.cached = reply_int(node, P.CACHED, low=0, high=len(self.shared_ids))  # of S, embedded here
+        rec.reported_uniformity = reply_float(node, P.REPORTED_UNIFORMITY)
         if self.local and not 1 <= rec.data_samples <= MAX_LOCAL_SAMPLES:
             raise ReplyError(f"claims to hold {rec.data_samples} samples (1 to {MAX_LOCAL_SAMPLES:,})")
         targets = check_targets(
-            arrays[P.SHARED_TARGETS].numpy(), len(self.shared_ids), self.settings.target_dim, "shared targets"
+            reply_array(arrays, P.SHARED_TARGETS),
+            len(self.shared_ids),
+            self.settings.target_dim,
+            "shared targets",
         )
         rec.shared_targets = targets
         rec.uniformity = uniformity(targets)  # the platform's own value, not the node's claim
-        reason = screening.check_claimed_uniformity(targets, float(node[P.REPORTED_TARGET_UNIFORMITY]))
+        claimed = reply_float(node, P.REPORTED_TARGET_UNIFORMITY)
+        reason = screening.check_claimed_uniformity(targets, claimed)
         if reason:
             raise ReplyError(reason)
         return num_partitions
@@ -850,16 +857,21 @@ class CoOptStrategy:
     ) -> None:
         """Check one aligned upload (shapes, ids, screening checks 3 and 4) and merge it."""
         s = self.settings
-        node, arrays = reply.content[P.NODE], reply.content[P.ARRAYS]
-        ids = check_ids(arrays[P.IDS].numpy(), assigned, "aligned ids")
+        node = reply_record(reply.content, P.NODE, ConfigRecord)
+        arrays = reply_record(reply.content, P.ARRAYS, ArrayRecord)
+        ids = check_ids(reply_array(arrays, P.IDS), assigned, "aligned ids")
         # A view into the message: the largest payload is copied once, into the merged buffer.
-        targets = check_targets(P.array_view(arrays[P.TARGETS]), len(ids), s.target_dim, "aligned targets")
+        targets = check_targets(reply_array(arrays, P.TARGETS), len(ids), s.target_dim, "aligned targets")
         shared_aligned = check_targets(
-            arrays[P.SHARED_ALIGNED].numpy(), len(self.shared_ids), s.target_dim, "shared aligned"
+            reply_array(arrays, P.SHARED_ALIGNED), len(self.shared_ids), s.target_dim, "shared aligned"
         )
-        residual = float(node[P.RESIDUAL])
-        if not np.isfinite(residual):
-            raise ReplyError(f"residual {residual} is not finite")
+        # Every field is read before anything is merged: a field that failed after the merge
+        # (a missing embed-seconds) rejected the node with its rows still in the merged set,
+        # which max-reassign 0 then kept, and inf there raised OverflowError (a crash).
+        residual = reply_float(node, P.RESIDUAL)
+        stage = reply_int(node, P.STAGE, default=0)
+        align_seconds = reply_float(node, P.EMBED_SECONDS, low=0.0)
+        cached = reply_int(node, P.CACHED, low=0, high=len(self.shared_ids) + len(ids))  # of S and shard
         is_anchor = rec.node_id == anchor.node_id
         reason = screening.check_alignment(
             rec.shared_targets,
@@ -882,7 +894,6 @@ class CoOptStrategy:
         )
         if reason:
             raise ReplyError(reason)
-        stage = int(node[P.STAGE]) if P.STAGE in node else 0
         if stage != rec.stage:
             raise ReplyError(f"aligned with evolution stage {stage}, reported uniformity with {rec.stage}")
         ids = self._global_ids(rec, ids)
@@ -893,8 +904,8 @@ class CoOptStrategy:
             self.merged.add(ids, targets, rec.partition_id, round_, stage=rec.stage)
         rec.samples += len(ids)
         rec.residual = residual
-        rec.align_seconds += float(node[P.EMBED_SECONDS])
-        rec.cached += int(node[P.CACHED])
+        rec.align_seconds += align_seconds
+        rec.cached += cached
         if rec.shared_aligned is None:
             rec.shared_aligned = shared_aligned
 

@@ -12,17 +12,23 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 import numpy as np
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
 from flwr.supercore.task_identity import TaskIdentity
 
+from coopt_flwr.protocol import messages as P
 from coopt_flwr.registry.priors import Prior, list_priors, register_prior
 from coopt_flwr.registry.spec import Spec, check_options, require_arg
+from strategies.coopt import CoOptStrategy, GridLike
 
 SERVER_NODE_ID = 1
 
 # fault(partition_id, message_type, request, reply) -> reply to deliver, or None for silence
 Fault = Callable[[int, str, Message, Message], Message | None]
+# change(node, arrays) -> None (edited in place) or the whole reply content instead
+Change = Callable[[dict, dict], RecordDict | None]
 
 
 class InProcessGrid:
@@ -81,6 +87,50 @@ class InProcessGrid:
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+
+
+class NoSettleStrategy(CoOptStrategy):
+    """The strategy without the 1 s settle of the membership wait: the in-process grid's
+    nodes are all there from the start."""
+
+    def wait_for_nodes(self, grid: GridLike, settle: float = 0.0) -> list[int]:
+        return super().wait_for_nodes(grid, settle)
+
+
+# ----------------------------------------------------------------------------- hostile replies
+def over_the_wire(content: RecordDict) -> RecordDict:
+    """``content`` as the ServerApp gets it from a SuperNode: deflated to Flower's object
+    store's bytes and inflated again (what cannot be sent raises here, not on the platform)."""
+    objects = get_all_nested_objects(content)
+    return inflate_object_from_contents(content.object_id, {i: o.deflate() for i, o in objects.items()})
+
+
+def replace_reply(partition: int, kind: str, change: Change, round_: int | None = None) -> Fault:
+    """A fault that rewrites ``partition``'s ``kind`` replies (of round ``round_``, or every round).
+
+    ``change(node, arrays)`` gets the reply's node ConfigRecord as a dict and its arrays as
+    numpy arrays and edits them in place; a value of ``arrays`` may also be set to a
+    ``flwr.app.Array`` (sent as is: bytes no numpy array serializes to). If it returns a
+    ``RecordDict``, that is the whole content instead. The content is sent over the wire
+    (:func:`over_the_wire`), so the platform sees the types a real transport delivers.
+    """
+
+    def fault(p: int, message_type: str, request: Message, reply: Message) -> Message | None:
+        if p != partition or message_type != kind or reply.has_error():
+            return reply
+        if round_ is not None and request.metadata.group_id != str(round_):
+            return reply
+        node = dict(reply.content[P.NODE])
+        arrays = {k: v.numpy() for k, v in reply.content[P.ARRAYS].items()}
+        content = change(node, arrays)
+        if content is None:
+            wrapped = {
+                k: v if isinstance(v, Array) else Array(np.ascontiguousarray(v)) for k, v in arrays.items()
+            }
+            content = RecordDict({P.NODE: ConfigRecord(node), P.ARRAYS: ArrayRecord(wrapped)})
+        return Message(content=over_the_wire(content), reply_to=request)
+
+    return fault
 
 
 # ----------------------------------------------------------------------------- counting prior

@@ -1,7 +1,9 @@
 """Validation of participants' replies and the merged optimized data set D'.
 
 Nothing a participant sends is merged unchecked: wrong shapes or dtypes, NaN/inf, ids that
-are not exactly the assigned shard are rejected with a reason that ends up in the summary.
+are not exactly the assigned shard are rejected with a reason that ends up in the summary
+(the typed reads of the reply's records, which need Flower's types, are in
+:mod:`strategies.replies`).
 """
 
 from __future__ import annotations

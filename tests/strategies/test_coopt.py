@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
-from harness import InProcessGrid, register_counting_prior
+from harness import InProcessGrid, NoSettleStrategy, register_counting_prior, replace_reply
 
 from coopt_flwr.client_app import make_client_app
 from coopt_flwr.config import DEFAULTS, Settings
@@ -30,21 +30,13 @@ from coopt_flwr.protocol.uniformity import uniformity
 from coopt_flwr.registry.datasets import create_dataset
 from coopt_flwr.store.storage import load_optimized
 from strategies import Status
-from strategies.coopt import CoOptStrategy, GridLike, RunResult
+from strategies.coopt import CoOptStrategy, RunResult
 from strategies.records import NodeRecord
 
 FAST_PRIORS = "counting:a?dim=48,counting:b?dim=40,human,counting:c?dim=56"
 N_DIGITS = 1797
 
 register_counting_prior()
-
-
-class _Strategy(CoOptStrategy):
-    """The strategy without the 1 s settle of the membership wait: the in-process grid's
-    nodes are all there from the start (the late-joiner test uses the real wait)."""
-
-    def wait_for_nodes(self, grid: GridLike, settle: float = 0.0) -> list[int]:
-        return super().wait_for_nodes(grid, settle)
 
 
 def _settings(tmp_path, **kw):
@@ -61,7 +53,8 @@ def _settings(tmp_path, **kw):
 
 
 def _strategy(settings, log=lambda s: None, **kw):
-    return _Strategy(settings, N_DIGITS, log=log, poll_interval=0.01, **kw)
+    # no 1 s settle of the membership wait (the late-joiner test uses the real wait)
+    return NoSettleStrategy(settings, N_DIGITS, log=log, poll_interval=0.01, **kw)
 
 
 def _run(tmp_path, num_nodes=4, fault=None, **kw):
@@ -308,26 +301,6 @@ def test_late_joiners_are_waited_for_and_queried(tmp_path):
 
 
 # ------------------------------------------------------------------ hostile participants
-def _replace_reply(partition: int, kind: str, change):
-    """A fault that rewrites one participant's reply: change(node: dict, arrays: dict) in place."""
-
-    def fault(p, message_type, request, reply):
-        if p != partition or message_type != kind or reply.has_error():
-            return reply
-        node = dict(reply.content[P.NODE])
-        arrays = {k: v.numpy() for k, v in reply.content[P.ARRAYS].items()}
-        change(node, arrays)
-        content = RecordDict(
-            {
-                P.NODE: ConfigRecord(node),
-                P.ARRAYS: ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}),
-            }
-        )
-        return Message(content=content, reply_to=request)
-
-    return fault
-
-
 def _noise_participant(node, arrays):
     # Noise is perfectly uniform: without screening it would win the anchor choice. It also
     # reports the true uniformity of what it sends, so only the information check can catch it.
@@ -337,7 +310,7 @@ def _noise_participant(node, arrays):
 
 
 def test_noise_participant_is_rejected_before_it_can_become_the_anchor(tmp_path):
-    result, _, _ = _run(tmp_path, fault=_replace_reply(1, P.MSG_UNIFORMITY, _noise_participant))
+    result, _, _ = _run(tmp_path, fault=replace_reply(1, P.MSG_UNIFORMITY, _noise_participant))
     summary = result.summary
     bad = next(p for p in summary["participants"] if p["partition-id"] == 1)
     assert bad["status"] == "rejected" and "no information" in bad["reason"]
@@ -349,7 +322,7 @@ def test_false_uniformity_claim_is_rejected(tmp_path):
     def lie(node, arrays):
         node[P.REPORTED_TARGET_UNIFORMITY] = float(node[P.REPORTED_TARGET_UNIFORMITY]) - 1.0
 
-    result, _, _ = _run(tmp_path, fault=_replace_reply(0, P.MSG_UNIFORMITY, lie))
+    result, _, _ = _run(tmp_path, fault=replace_reply(0, P.MSG_UNIFORMITY, lie))
     bad = next(p for p in result.summary["participants"] if p["partition-id"] == 0)
     assert bad["status"] == "rejected" and "claimed uniformity" in bad["reason"]
 
@@ -375,7 +348,7 @@ def test_poisoned_upload_is_rejected_and_its_shard_reassigned(tmp_path, clean, a
         else:
             node[P.RESIDUAL] = float(node[P.RESIDUAL]) * 0.5
 
-    result, _, settings = _run(tmp_path, fault=_replace_reply(0, P.MSG_ALIGN, poison))
+    result, _, settings = _run(tmp_path, fault=replace_reply(0, P.MSG_ALIGN, poison))
     summary = result.summary
     bad = next(p for p in summary["participants"] if p["partition-id"] == 0)
     assert bad["status"] == "rejected" and reason in bad["reason"], bad["reason"]
@@ -705,7 +678,7 @@ def _nan_part(partition: int, which: int):
         if p == partition and kind == P.MSG_ALIGN and not reply.has_error():
             calls["n"] += 1
             if calls["n"] == which:
-                return _replace_reply(p, kind, lambda node, a: a[P.TARGETS].__setitem__((0, 0), np.nan))(
+                return replace_reply(p, kind, lambda node, a: a[P.TARGETS].__setitem__((0, 0), np.nan))(
                     p, kind, request, reply
                 )
         return reply
