@@ -294,6 +294,21 @@ def shard_reference(
     return cross_fitted_alignment(shared_targets, anchor_targets, ridge, seed=seed, method=method)
 
 
+def _row_distances(x: np.ndarray, mu: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """float64 (m,) ‖x_i − μ‖ and ‖x_i‖ of the rows of x (m, n), cast ``chunk`` rows at a time.
+
+    A whole uploaded part cast to float64, with its temporaries, cost the platform about 6x
+    the part's bytes per upload (0.19x the merged size in the memory check).
+    """
+    far = np.empty(len(x), dtype=np.float64)
+    norms = np.empty(len(x), dtype=np.float64)
+    for start in range(0, len(x), chunk):
+        rows = np.asarray(x[start : start + chunk], dtype=np.float64)
+        far[start : start + len(rows)] = np.linalg.norm(rows - mu, axis=1)
+        norms[start : start + len(rows)] = np.linalg.norm(rows, axis=1)
+    return far, norms
+
+
 def check_shard_scale(
     reference: np.ndarray, shard_targets: np.ndarray, max_scale: float = MAX_ROW_SCALE
 ) -> str | None:
@@ -308,8 +323,7 @@ def check_shard_scale(
     mu = ref.mean(axis=0)
     spread = float(np.linalg.norm(ref - mu, axis=1).max())
     floor = float(np.linalg.norm(ref, axis=1).min())
-    x = np.asarray(shard_targets, dtype=np.float64)
-    far = np.linalg.norm(x - mu, axis=1)
+    far, norms = _row_distances(shard_targets, mu)
     i = int(np.argmax(far))
     if far[i] > max_scale * spread:
         ratio = far[i] / spread if spread > 0 else float("inf")
@@ -317,7 +331,6 @@ def check_shard_scale(
             f"shard target row {i} lies {ratio:.3g}x farther from the mean of its shared-set targets "
             f"than any of them (at most {max_scale:g}x): magnitude poisoning"
         )
-    norms = np.linalg.norm(x, axis=1)
     j = int(np.argmin(norms))
     if norms[j] * max_scale < floor:
         return (

@@ -324,3 +324,14 @@ def test_honest_annotators_pass_the_shard_check(anchor_kind, fraction):
     noise = np.random.default_rng(9).normal(size=shard.shape).astype(np.float32) * shard.std()
     reason = screening.check_shard_distribution(mine_s, anchor_s, noise, **args)
     assert reason is not None and "poisoning" in reason
+
+
+def test_row_distances_in_chunks_equal_the_whole_cast():
+    from coopt_flwr.protocol.screening import _row_distances
+
+    x = np.random.default_rng(0).standard_normal((2500, 7)).astype(np.float32)
+    mu = x[:10].astype(np.float64).mean(axis=0)
+    far, norms = _row_distances(x, mu, chunk=1024)
+    whole = x.astype(np.float64)
+    assert np.array_equal(far, np.linalg.norm(whole - mu, axis=1))
+    assert np.array_equal(norms, np.linalg.norm(whole, axis=1))
