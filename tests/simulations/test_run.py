@@ -141,3 +141,61 @@ def test_user_errors_are_told_apart_from_bugs():
     for err in (ConfigError("x"), OutputDirBusyError("x"), CheckpointError("x")):
         assert is_user_error(err)
     assert not is_user_error(ValueError("x")) and not is_user_error(KeyError("x"))
+
+
+def _hydra_list(key: str, items: str) -> str:
+    """``key=["a","b?x=1"]``: Hydra needs specs with '=' quoted inside a list."""
+    return f"{key}=[" + ",".join(f'"{item}"' for item in items.split(",")) + "]"
+
+
+def _start_run(tmp_path: Path, out: Path, priors: str) -> subprocess.Popen:
+    """``python -m simulations.run`` on 4 virtual nodes, in its own process group."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "simulations.run", f"output-dir={out}", _hydra_list("priors", priors)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_simulation_resumes_with_new_node_ids_and_equals_a_clean_run(tmp_path):
+    """SIGKILL the whole simulation right after its uniformity checkpoint; the same command
+    again (a new simulation: every node id is new) must redo the round and write the clean
+    run's merged set (before the fix it sent align messages to the dead ids and crashed)."""
+    import json
+    import signal
+    import time
+
+    import numpy as np
+
+    from coopt_flwr.store.storage import load_optimized
+
+    priors = "efficientnet_lite0?size=16,human,timm:resnet10t?size=16,human"
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    assert _start_run(tmp_path, clean, priors).wait(timeout=300) == 0
+    proc = _start_run(tmp_path, killed, priors)
+    deadline = time.monotonic() + 300
+    checkpoint = killed / "checkpoint.json"
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(checkpoint.read_text())["phase"] == "uniformity":
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        assert proc.poll() is None, "the run ended before its uniformity checkpoint"
+        time.sleep(0.05)
+    else:
+        pytest.fail("no uniformity checkpoint within 300 s")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (killed / "summary.json").exists()
+    assert _start_run(tmp_path, killed, priors).wait(timeout=300) == 0
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["complete"] and summary["resumes"] == [{"round": 1, "after-phase": "uniformity"}]
+    a, b = load_optimized(clean), load_optimized(killed)
+    np.testing.assert_array_equal(b["ids"], np.arange(1797))
+    for key in ("ids", "targets", "participant"):
+        np.testing.assert_array_equal(a[key], b[key])

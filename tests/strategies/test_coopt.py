@@ -985,6 +985,15 @@ def test_unbounded_claims_are_rejected(tmp_path, field, value, reason):
     assert result.summary["complete"]  # its share went to the others
 
 
+def test_one_node_claiming_a_huge_federation_does_not_set_its_size(tmp_path):
+    # 99,999 partitions is within the bound; the federation's size is the median claim (4), so
+    # D is still split four ways instead of into 99,999 shards that nobody holds.
+    result, _, _ = _run(tmp_path, fault=_claims(2, **{P.NUM_PARTITIONS: 99_999}))
+    assert result.summary["complete"]
+    merged = [p["samples"] for p in result.summary["participants"] if p["status"] == "ok"]
+    assert len(merged) == 4 and sum(merged) == N_DIGITS and min(merged) > N_DIGITS // 8
+
+
 def test_local_mode_a_claim_of_a_billion_samples_is_rejected_without_allocating(tmp_path):
     sizes = [300, 250, 410]
     paths = _local_data(tmp_path, sizes)
