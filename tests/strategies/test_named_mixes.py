@@ -16,12 +16,10 @@ weights) into the random-init ``timm:<arch>``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from harness import InProcessGrid, NoSettleStrategy
 
 from coopt_flwr.client_app import make_client_app
@@ -41,14 +39,7 @@ SHARED_FRACTION = 1 / 6  # |S| = 60
 TARGET_DIM = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    # As tests/learn/conftest.py: on a shared 2-core machine OpenMP threads stall whenever
-    # another process holds a core (EfficientNet-Lite2 at 32 px embedded 9x slower on 2 threads).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # tests/conftest.py says why
 
 
 def tiny_spec(spec: str) -> str:
