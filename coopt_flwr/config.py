@@ -65,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "node-wait-timeout": 120.0,
     "step-timeout": 600.0,
     "max-reassign": 2,
+    "max-in-flight": 0,
     "g-max-samples": 512,
     "batch-size": 128,
     "device": "",
@@ -193,6 +194,7 @@ class Settings:
     node_wait_timeout: float
     step_timeout: float
     max_reassign: int
+    max_in_flight: int  # 0: auto (strategies.coopt.CoOptStrategy.in_flight_window)
     g_max_samples: int
     batch_size: int
     device: str
@@ -247,6 +249,7 @@ class Settings:
         target_dim = _integer(c, "target-dim", 1, MAX_TARGET_DIM)
         seed = _integer(c, "seed", 0, MAX_SEED)
         max_reassign = _integer(c, "max-reassign", 0)
+        max_in_flight = _integer(c, "max-in-flight", 0)
         upload_max_samples = _integer(c, "upload-max-samples", 1)
         _positive(c, "node-wait-timeout", "step-timeout")
         mode = str(c["data-mode"]).strip()
@@ -269,6 +272,7 @@ class Settings:
             node_wait_timeout=_number(c, "node-wait-timeout"),
             step_timeout=_number(c, "step-timeout"),
             max_reassign=max_reassign,
+            max_in_flight=max_in_flight,
             g_max_samples=counts["g-max-samples"],
             batch_size=counts["batch-size"],
             device=str(c["device"]),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 import resource
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["current_rss_mb", "resolve_device", "trim_heap", "tune_cpu_allocator"]
+__all__ = ["available_cpus", "current_rss_mb", "resolve_device", "trim_heap", "tune_cpu_allocator"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -101,3 +102,11 @@ def current_rss_mb() -> float:
     except (OSError, ValueError, IndexError):
         return 0.0
     return pages * resource.getpagesize() / 2**20
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -58,7 +59,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
 from coopt_flwr.config import Settings
-from coopt_flwr.devices import current_rss_mb, trim_heap
+from coopt_flwr.devices import available_cpus, current_rss_mb, trim_heap
 from coopt_flwr.protocol import messages as P
 from coopt_flwr.protocol import screening
 from coopt_flwr.protocol.alignment import RIDGE_AUTO_FALLBACK, cross_fitted_residual, cv_folds, resolve_ridge
@@ -83,6 +84,15 @@ from strategies.checkpoint import Checkpoint, Checkpoints, PlatformState, RoundS
 from strategies.records import NodeRecord, RoundResult, RunResult, Status
 from strategies.replies import reply_array, reply_float, reply_int, reply_record, reply_str
 from strategies.summary import round_summary, run_summary
+
+try:  # the grid of a Flower simulation (run_simulation, ``flwr run`` on a simulation federation)
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid as _SimulationGrid
+except ImportError:  # pragma: no cover - moved in another Flower: no window unless configured
+    _SimulationGrid = None
+
+#: Messages in flight per CPU core in a simulation when ``max-in-flight`` is 0 ("auto"): enough
+#: to keep every worker busy (4 per core beat 2 and 32 at 1,000 participants, docs/BENCHMARKS.md).
+IN_FLIGHT_PER_CPU = 4
 
 __all__ = ["CoOptStrategy", "GridLike", "NodeRecord", "RoundHook", "RoundResult", "RunResult", "Status"]
 
@@ -256,14 +266,20 @@ class CoOptStrategy:
     def _exchange(
         self,
         grid: GridLike,
-        messages: dict[int, Message],
+        nodes: Iterable[int],
+        make: Callable[[int], Message],
         timeout: float,
         on_reply: Callable[[int, Message], None],
     ) -> dict[int, str]:
-        """Push one message per node and hand each reply to ``on_reply`` as it arrives.
+        """Send ``make(node)`` to every node and hand each reply to ``on_reply`` as it arrives.
 
-        Replies are processed (validated and merged) one at a time and then dropped, so the
-        platform never holds every participant's upload at once.
+        At most :meth:`in_flight_window` messages are out at once; each is built
+        when it is sent and waited for ``timeout`` seconds from then. Flow control keeps the
+        SuperLink's message store small: Flower 1.41's in-memory store (the simulation's, and
+        a SuperLink's without a database) scans every stored message for every node it
+        serves, so a thousand messages sent at once cost a million checks per delivery
+        sweep. Replies are processed (validated and merged) one at a time and then dropped, so
+        the platform never holds every participant's upload at once.
 
         Returns
         -------
@@ -274,30 +290,48 @@ class CoOptStrategy:
         # A message to a node that is gone is dropped by Flower's in-memory grid without an id;
         # such nodes fail here, by name, instead of desynchronizing the ids from the nodes.
         connected = {int(n) for n in grid.get_node_ids()}
-        failures = {n: "node is not connected" for n in messages if n not in connected}
-        nodes = [n for n in messages if n in connected]
-        msg_ids = list(grid.push_messages([messages[n] for n in nodes]))
-        if len(msg_ids) != len(nodes):
-            raise RuntimeError(f"the grid took {len(msg_ids)} of {len(nodes)} messages without saying which")
-        pending = {mid: n for mid, n in zip(msg_ids, nodes, strict=True) if mid}
-        failures.update(
-            {n: "message could not be pushed" for mid, n in zip(msg_ids, nodes, strict=True) if not mid}
-        )
-        deadline = time.monotonic() + timeout
+        nodes = list(nodes)
+        failures = {n: "node is not connected" for n in nodes if n not in connected}
+        todo = deque(n for n in nodes if n in connected)
+        total = len(todo)
+        window = self.in_flight_window(grid) or total
+        pending: dict[str, tuple[int, float]] = {}  # message id -> (node, deadline)
+        step = "?"
+
+        def send() -> None:
+            nonlocal step
+            batch = []
+            while todo and len(pending) + len(batch) < window:
+                node = todo.popleft()
+                batch.append((node, make(node)))
+            if not batch:
+                return
+            step = batch[0][1].metadata.message_type
+            # The grid sets each message's id as it stores it; one it could not store gets none
+            # (in memory) or None in the returned list (HTTP), so every node is accounted for.
+            pushed = {str(mid) for mid in grid.push_messages([msg for _, msg in batch]) if mid}
+            deadline = time.monotonic() + timeout
+            for node, msg in batch:
+                mid = msg.metadata.message_id
+                if mid and mid in pushed:
+                    pending[mid] = (node, deadline)
+                else:
+                    failures[node] = "message could not be pushed (the node may have left)"
+
+        send()
         wait = self.poll_interval
-        step = next(iter(messages.values())).metadata.message_type if messages else "?"
         last_log = time.monotonic()
-        while pending and time.monotonic() < deadline:
-            if time.monotonic() - last_log >= 15.0:  # long steps show they are alive
-                last_log = time.monotonic()
-                self.log(
-                    f"[coopt] {step}: {len(nodes) - len(pending)}/{len(nodes)} replies, "
-                    f"{deadline - last_log:.0f} s left"
-                )
+        while pending:
+            now = time.monotonic()
+            if now - last_log >= 15.0:  # long steps show they are alive
+                last_log = now
+                left = max(d for _, d in pending.values()) - now
+                done = total - len(pending) - len(todo)
+                self.log(f"[coopt] {step}: {done}/{total} replies, {left:.0f} s left")
             replies = list(grid.pull_messages(list(pending)))
             while replies:
                 reply = replies.pop(0)  # dropped as soon as it is merged
-                node = pending.pop(reply.metadata.reply_to_message_id, None)
+                node, _ = pending.pop(reply.metadata.reply_to_message_id, (None, 0.0))
                 if node is None:
                     continue
                 if reply.has_error():
@@ -307,12 +341,28 @@ class CoOptStrategy:
                     wait = self.poll_interval
                 del reply
                 trim_heap()
+            now = time.monotonic()
+            for mid in [mid for mid, (_, deadline) in pending.items() if deadline <= now]:
+                failures[pending.pop(mid)[0]] = f"no reply within {timeout:.0f} s"
+            send()
             if pending:
-                time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+                first = min(d for _, d in pending.values())
+                time.sleep(min(wait, max(0.0, first - time.monotonic())))
                 wait = min(wait * 1.5, 1.0)
-        for node in pending.values():
-            failures[node] = f"no reply within {timeout:.0f} s"
         return failures
+
+    def in_flight_window(self, grid: GridLike) -> int:
+        """How many messages may be out at once (0: all of a step).
+
+        ``max-in-flight`` when set; otherwise (0, "auto") :data:`IN_FLIGHT_PER_CPU` per core in a
+        simulation, whose workers share this machine's cores, and no bound in a deployment,
+        where every SuperNode works on its own machine.
+        """
+        if self.settings.max_in_flight:
+            return self.settings.max_in_flight
+        if _SimulationGrid is not None and isinstance(grid, _SimulationGrid):
+            return IN_FLIGHT_PER_CPU * available_cpus()
+        return 0
 
     def _message(
         self, node: int, kind: str, round_: int, config: dict[str, Any], arrays: dict[str, np.ndarray]
@@ -386,8 +436,13 @@ class CoOptStrategy:
                 records.setdefault(
                     node, NodeRecord(node_id=node, partition_id=self.node_partitions.get(node, -1))
                 )
-            msgs = {n: self._message(n, P.MSG_UNIFORMITY, round_, config, arrays) for n in todo}
-            failures = self._exchange(grid, msgs, self.settings.step_timeout, on_reply)
+            failures = self._exchange(
+                grid,
+                todo,
+                lambda n: self._message(n, P.MSG_UNIFORMITY, round_, config, arrays),
+                self.settings.step_timeout,
+                on_reply,
+            )
             for node, reason in failures.items():
                 records[node].fail(Status.FAILED, f"uniformity: {reason}")
             # Nodes report how many partitions the federation has: wait for late joiners
@@ -822,7 +877,6 @@ class CoOptStrategy:
 
         while any(queue.values()):
             batch = {n: parts.pop(0) for n, parts in queue.items() if parts}
-            msgs = {node: self._align_message(node, ids, round_, anchor) for node, ids in batch.items()}
 
             def on_reply(node: int, reply: Message, batch=batch) -> None:
                 try:
@@ -832,7 +886,13 @@ class CoOptStrategy:
                     records[node].fail(Status.REJECTED, f"align: {exc}")
                     drop(node)
 
-            failures = self._exchange(grid, msgs, self.settings.step_timeout, on_reply)
+            failures = self._exchange(
+                grid,
+                batch,
+                lambda node, batch=batch: self._align_message(node, batch[node], round_, anchor),
+                self.settings.step_timeout,
+                on_reply,
+            )
             for node, reason in failures.items():
                 records[node].fail(Status.FAILED, f"align: {reason}")
                 give_up(node, batch[node])

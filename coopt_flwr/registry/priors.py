@@ -152,7 +152,12 @@ class TimmPrior(Prior):
         batch_size: int,
         device: torch.device,
     ) -> None:
-        self.model = model.to(device).eval()
+        # Convolutional networks run in channels-last layout: on a CPU oneDNN's kernels for it
+        # are 1.3-3.7x faster (EfficientNet-Lite's depthwise convolutions most); features agree
+        # with the default layout to ~1e-6. A ViT (one patch convolution) gains nothing.
+        convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+        self.memory_format = torch.channels_last if convs > 1 else torch.contiguous_format
+        self.model = model.to(device=device, memory_format=self.memory_format).eval()
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.batch_size = int(batch_size)
         self.device = device
@@ -161,6 +166,7 @@ class TimmPrior(Prior):
         # A dry run gives the true output width (num_features is not it for models with a
         # pre-logits head, e.g. MobileNetV3) and fails early on an unusable input size.
         probe = torch.zeros(1, 3, *self.input_size, device=device)
+        probe = probe.contiguous(memory_format=self.memory_format)
         try:
             with torch.inference_mode():
                 out = self.model(probe)
@@ -179,7 +185,7 @@ class TimmPrior(Prior):
         x = batch.to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         if tuple(x.shape[-2:]) != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode="bilinear", antialias=True, align_corners=False)
-        return (x - self._mean) / self._std
+        return ((x - self._mean) / self._std).contiguous(memory_format=self.memory_format)
 
     def embed(self, images: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         """Embed images; see :meth:`Prior.embed`. ``labels`` is ignored."""
