@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +31,8 @@ from coopt_flwr.store.storage import SUMMARY_FILE, write_json
 def run_once(k: int, out: Path, extra: list[str]) -> dict[str, Any]:
     """One round with ``k`` virtual participants; the row of the table."""
     run_dir = out / f"k{k}"
+    # A finished run in the folder would be resumed (done in seconds): every K starts afresh.
+    shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [sys.executable, "-m", "simulations.run", f"num-supernodes={k}", f"output-dir={run_dir}", *extra]
     print(f"[bench-load] K={k}: {' '.join(cmd[1:])}", flush=True)
     start = time.perf_counter()

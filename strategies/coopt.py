@@ -152,7 +152,9 @@ class CoOptStrategy:
         Where progress lines go (``print`` in the ServerApp).
     poll_interval
         Seconds between pulls of replies (the platform side; Flower's own
-        ``send_and_receive`` sleeps 3 s, which would dominate small rounds).
+        ``send_and_receive`` sleeps 3 s, which would dominate small rounds); it grows to 1 s
+        while nothing arrives. 0.02 s rather than 0.1 s took a 1,000-participant simulation of
+        cheap priors from 81 s to 59 s (a reply waits for the pull that frees its window slot).
     shared_data
         The platform's data set; required in local data mode, where the S images are sent
         to the participants.
@@ -165,7 +167,7 @@ class CoOptStrategy:
         settings: Settings,
         num_samples: int,
         log: Callable[[str], None] = print,
-        poll_interval: float = 0.1,
+        poll_interval: float = 0.02,
         shared_data: ImageData | None = None,
         on_round: RoundHook | None = None,
     ) -> None:

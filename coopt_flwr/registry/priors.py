@@ -391,7 +391,11 @@ def create_prior(
     build = partial(factory, parsed, seed=int(seed), batch_size=int(batch_size), device=dev)
     if options is not None:
         build = partial(build, options=options)
-    return _PRIORS.cached(key, build)
+    # Seeded and seed-free priors are cached apart: a simulation worker answering for hundreds
+    # of participants builds a new seeded network for most messages, which would otherwise
+    # push out the pretrained network all its holders share (measured: rebuilt from its weight
+    # file for many of its 250 holders at 1,000 participants).
+    return _PRIORS.cached(key, build, pool="seeded" if seeded else "shared")
 
 
 def check_prior(spec: str | Spec) -> dict[str, Any] | None:

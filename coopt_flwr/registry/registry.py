@@ -63,7 +63,7 @@ class Registry(Generic[T]):
         self.cache_size = cache_size
         self._factories: dict[str, Callable[..., T]] = {}
         self._schemas: dict[str, SpecSchema] = {}
-        self._cache: OrderedDict[Hashable, T] = OrderedDict()
+        self._caches: dict[Hashable, OrderedDict[Hashable, T]] = {}  # pool -> its LRU
         self._lock = threading.Lock()
 
     def register(
@@ -143,27 +143,31 @@ class Registry(Generic[T]):
         schema = self.schema(spec.name)
         return None if schema is None else schema.validate(spec)
 
-    def cached(self, key: Hashable, build: Callable[[], T]) -> T:
+    def cached(self, key: Hashable, build: Callable[[], T], pool: Hashable = None) -> T:
         """Return the object cached under ``key``, or ``build()`` it and cache it.
 
         The lock is held while building, so concurrent requests build each object once. A hit
-        makes the entry the most recently used; past ``cache_size`` the least recent is dropped.
+        makes the entry the most recently used; past ``cache_size`` the least recent of its
+        ``pool`` is dropped. Pools are separate LRUs of ``cache_size`` each, so objects of one
+        kind (e.g. hundreds of seeded networks, each used once) never evict another's (the one
+        pretrained network every holder shares).
         """
         with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
+            cache = self._caches.setdefault(pool, OrderedDict())
+            if key in cache:
+                cache.move_to_end(key)
+                return cache[key]
             value = build()
             if self.cache_size != 0:
-                self._cache[key] = value
-                while self.cache_size is not None and len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+                cache[key] = value
+                while self.cache_size is not None and len(cache) > self.cache_size:
+                    cache.popitem(last=False)
             return value
 
     def clear(self) -> None:
         """Forget every cached object (the registered factories stay)."""
         with self._lock:
-            self._cache.clear()
+            self._caches.clear()
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, names={self.names()}, cache_size={self.cache_size})"

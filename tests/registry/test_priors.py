@@ -324,6 +324,13 @@ def test_cache_is_an_lru() -> None:
     assert create_prior(SMALL, seed=0) is not first  # evicted
 
 
+def test_seeded_priors_never_push_out_a_seed_free_one() -> None:
+    shared = create_prior("human", seed=0)  # seed-free: one object for all its holders
+    for seed in range(3 * priors._PRIOR_CACHE_SIZE):  # a worker answering for many seeded ones
+        create_prior("human?fraction=0.5", seed=seed)
+    assert create_prior("human", seed=99) is shared
+
+
 def test_pretrained_failure_is_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
     real = timm.create_model
 

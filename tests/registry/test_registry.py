@@ -116,6 +116,19 @@ def test_lru_hit_refreshes_entry() -> None:
     assert _create(reg, "thing", 1) is not b
 
 
+def test_pools_are_separate_lrus() -> None:
+    reg, _ = _registry(cache_size=2)
+    spec = parse_spec("thing")
+    factory = reg.factory(spec)
+    shared = reg.cached("shared", lambda: factory(spec), pool="shared")
+    for n in range(10):  # a churn of one-off objects in another pool
+        reg.cached(("seeded", n), lambda: factory(spec), pool="seeded")
+    assert reg.cached("shared", lambda: factory(spec), pool="shared") is shared
+    assert reg.cached(("seeded", 9), lambda: factory(spec), pool="seeded") is not None
+    reg.clear()
+    assert reg.cached("shared", lambda: factory(spec), pool="shared") is not shared
+
+
 def test_cache_size_zero_never_caches() -> None:
     reg, builds = _registry(cache_size=0)
     assert _create(reg, "thing") is not _create(reg, "thing")
