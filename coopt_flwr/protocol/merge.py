@@ -19,13 +19,22 @@ class ReplyError(ValueError):
     """A participant's reply failed validation; the message says why."""
 
 
+#: The largest target value, in magnitude, the platform accepts. Honest targets are projected
+#: features of the size of a few units (the largest in this project's CIFAR-10 benchmark runs:
+#: 7.5); the bound keeps every sum of squares over a row far inside float32 and stops an anchor
+#: whose S targets are scaled enormously (× 10^37: uniformity does not see scale) from setting
+#: the space every aligned target is merged in.
+MAX_TARGET_MAGNITUDE = 1e6
+
+
 def check_targets(array: np.ndarray, rows: int, width: int, what: str) -> np.ndarray:
     """Validate a (rows, width) floating array and return it as float32.
 
     Raises
     ------
     ReplyError
-        Wrong rank, shape or dtype, or values that are not finite as float32.
+        Wrong rank, shape or dtype, values that are not finite as float32, or beyond
+        :data:`MAX_TARGET_MAGNITUDE`.
     """
     a = np.asarray(array)
     if not np.issubdtype(a.dtype, np.floating):
@@ -38,6 +47,12 @@ def check_targets(array: np.ndarray, rows: int, width: int, what: str) -> np.nda
     bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
     if bad:
         raise ReplyError(f"{what}: {bad} non-finite values (NaN/inf, or beyond float32's range)")
+    peak = float(np.abs(out).max()) if out.size else 0.0
+    if peak > MAX_TARGET_MAGNITUDE:
+        raise ReplyError(
+            f"{what}: values up to {peak:.3g} in magnitude, beyond {MAX_TARGET_MAGNITUDE:g} "
+            "(honest targets are of the order of 1)"
+        )
     return out
 
 

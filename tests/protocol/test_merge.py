@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from coopt_flwr.protocol.merge import (
+    MAX_TARGET_MAGNITUDE,
     MergedTargets,
     ReplyError,
     RoundContributions,
@@ -26,11 +27,18 @@ def test_check_targets_accepts_floats_and_casts():
         (np.ones((3, 4), dtype=np.int64), "dtype"),
         (np.array([[np.nan] * 4] * 3, dtype=np.float32), "non-finite"),
         (np.array([[np.inf] * 4] * 3, dtype=np.float32), "non-finite"),
+        (np.full((3, 4), 2e6, dtype=np.float32), "beyond 1e"),
+        (np.full((3, 4), -1e37, dtype=np.float32), "magnitude"),
     ],
 )
 def test_check_targets_rejects(arr, match):
     with pytest.raises(ReplyError, match=match):
         check_targets(arr, 3, 4, "t")
+
+
+def test_check_targets_accepts_values_up_to_the_bound():
+    edge = np.full((3, 4), -MAX_TARGET_MAGNITUDE, dtype=np.float32)
+    np.testing.assert_array_equal(check_targets(edge, 3, 4, "t"), edge)
 
 
 def test_check_ids():

@@ -331,6 +331,9 @@ def test_false_uniformity_claim_is_rejected(tmp_path):
     "attack,reason",
     [
         ("noise-shard", "poisoning"),  # noise at 3x the scale: the magnitude check catches it
+        # one of its own aligned S rows for every image: inside the scale bound, caught by the
+        # shard-distribution (k-NN TV) check
+        ("constant-shard", "distributed unlike its own shared-set targets"),
         ("fake-shared-aligned", "not the alignment"),
         ("lower-residual", "claimed alignment residual"),
     ],
@@ -343,6 +346,8 @@ def test_poisoned_upload_is_rejected_and_its_shard_reassigned(tmp_path, clean, a
         rng = np.random.default_rng(1)
         if attack == "noise-shard":
             arrays[P.TARGETS] = rng.normal(size=arrays[P.TARGETS].shape).astype(np.float32) * 3
+        elif attack == "constant-shard":
+            arrays[P.TARGETS] = np.repeat(arrays[P.SHARED_ALIGNED][:1], len(arrays[P.TARGETS]), axis=0)
         elif attack == "fake-shared-aligned":
             arrays[P.SHARED_ALIGNED] = arrays[P.SHARED_ALIGNED][::-1].copy()
         else:
@@ -430,6 +435,37 @@ def test_local_data_mode_keeps_a_failed_participants_block_for_a_later_round(tmp
     assert result.summary["complete"]
     out = load_optimized(settings.output_dir)
     assert np.all(out["round"][out["participant"] == 2] == 2)
+
+
+def test_local_data_mode_keeps_a_rejected_participants_block_for_a_later_round(tmp_path):
+    # Round 1: partition 2 uploads a NaN; its rows are never merged and its block waits (only
+    # it holds those images). Round 2: it answers honestly and its block is merged then.
+    sizes = [300, 250, 410]
+    paths = _local_data(tmp_path, sizes)
+    node_configs = {p: {P.NODE_DATA: f"npz:{paths[p]}"} for p in range(3)}
+
+    def nan(node, arrays):
+        arrays[P.TARGETS][5, 3] = np.nan
+
+    settings = _settings(
+        tmp_path,
+        **{"data-mode": "local", "num-rounds": 2, "priors": "counting:a?dim=48,counting:b?dim=40,human"},
+    )
+    grid = InProcessGrid(
+        make_client_app({"priors": settings.priors and ",".join(settings.priors)}),
+        3,
+        fault=replace_reply(2, P.MSG_ALIGN, nan, round_=1),
+        node_configs=node_configs,
+    )
+    result = _strategy(settings, shared_data=create_dataset("digits")).run(grid)
+    first, second = result.summary["rounds"]
+    bad = next(p for p in first["participants"] if p["partition-id"] == 2)
+    assert bad["status"] == "rejected" and "non-finite" in bad["reason"], bad["reason"]
+    assert first["missing"] == 410 and second["missing"] == 0
+    assert result.summary["complete"]
+    out = load_optimized(settings.output_dir)
+    assert np.all(out["round"][out["participant"] == 2] == 2)
+    assert np.isfinite(out["targets"]).all()
 
 
 def test_local_data_mode_without_node_data_fails_that_node_with_a_clear_reason(tmp_path):
@@ -970,6 +1006,37 @@ def test_a_newcomer_cannot_take_a_connected_holders_partition(tmp_path):
     assert sum(p["status"] == "ok" and p["partition-id"] == 1 for p in second.values()) == 1
 
 
+def test_a_partition_moves_to_a_newcomer_once_its_holder_is_gone(tmp_path):
+    # After round 1 the holder of partition 1 leaves and a new node claims partition 1: the
+    # binding holds only while its holder is connected, so the newcomer takes it over.
+    from flwr.app import Context
+
+    settings = _settings(tmp_path, **{"num-rounds": 2})
+    grid = InProcessGrid(make_client_app({"priors": FAST_PRIORS}), 4)
+    newcomer, swapped = 5, []
+
+    def swap(result, merged):
+        if swapped:
+            return
+        holder = next(n for n, c in grid.contexts.items() if c.node_config["partition-id"] == 1)
+        gone = grid.contexts.pop(holder)
+        grid.contexts[newcomer] = Context(
+            run_id=7,
+            node_id=newcomer,
+            node_config=dict(gone.node_config),
+            state=RecordDict(),
+            run_config=dict(gone.run_config),
+        )
+        swapped.append(holder)
+
+    result = _strategy(settings, on_round=swap).run(grid)
+    second = {int(p["node-id"]): p for p in result.summary["rounds"][1]["participants"]}
+    assert swapped and swapped[0] not in second
+    assert second[newcomer]["status"] == "ok" and second[newcomer]["partition-id"] == 1
+    assert all(p["status"] == "ok" for p in second.values())
+    assert result.summary["complete"]
+
+
 @pytest.mark.parametrize(
     ("field", "value", "reason"),
     [
@@ -983,6 +1050,22 @@ def test_unbounded_claims_are_rejected(tmp_path, field, value, reason):
     bad = next(p for p in result.summary["participants"] if p["status"] == "rejected")
     assert reason in bad["reason"]
     assert result.summary["complete"]  # its share went to the others
+
+
+def test_an_enormously_scaled_would_be_anchor_is_rejected_at_its_uniformity_report(tmp_path, clean):
+    # Uniformity ignores scale: S targets × 10^37 (finite in float32) keep their V and would
+    # win the anchor as before, setting the space every aligned target is merged in.
+    anchor = clean.result.rounds[0].anchor_partition
+
+    def enormous(node, arrays):
+        arrays[P.SHARED_TARGETS] = arrays[P.SHARED_TARGETS] * np.float32(1e37)
+
+    result, _, settings = _run(tmp_path, fault=replace_reply(anchor, P.MSG_UNIFORMITY, enormous))
+    bad = next(p for p in result.summary["participants"] if p["partition-id"] == anchor)
+    assert bad["status"] == "rejected" and "magnitude" in bad["reason"], bad["reason"]
+    assert result.rounds[0].anchor_partition != anchor
+    assert result.summary["complete"]
+    assert np.abs(load_optimized(settings.output_dir)["targets"]).max() < 100
 
 
 def test_one_node_claiming_a_huge_federation_does_not_set_its_size(tmp_path):
