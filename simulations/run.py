@@ -64,11 +64,13 @@ def launch(
 
     from coopt_flwr.client_app import make_client_app
     from coopt_flwr.server_app import make_server_app
+    from simulations.linkstate import install as install_faster_sweep
 
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     if num_supernodes < 1:
         raise ConfigError(f"num-supernodes must be >= 1, got {num_supernodes}")
+    install_faster_sweep()  # Flower 1.41's delivery sweep, K x messages stored per sweep
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # run_simulation is deprecated in 1.41
         run_simulation(
