@@ -91,7 +91,8 @@ except ImportError:  # pragma: no cover - moved in another Flower: no window unl
     _SimulationGrid = None
 
 #: Messages in flight per CPU core in a simulation when ``max-in-flight`` is 0 ("auto"): enough
-#: to keep every worker busy (4 per core beat 2 and 32 at 1,000 participants, docs/BENCHMARKS.md).
+#: to keep every worker busy (on 2 cores at 1,000 participants, 8 in flight beat 4, 16 and 64:
+#: docs/BENCHMARKS.md, "Load").
 IN_FLIGHT_PER_CPU = 4
 
 __all__ = ["CoOptStrategy", "GridLike", "NodeRecord", "RoundHook", "RoundResult", "RunResult", "Status"]
