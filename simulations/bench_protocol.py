@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from coopt_flwr.devices import available_cpus
 from coopt_flwr.store.report import table
 from coopt_flwr.store.storage import write_json
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     out = Path(args.output).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    cores = os.cpu_count() or 1
+    cores = available_cpus()  # the cores this process may use, as the strategy's window counts them
 
     seq = sequential_seconds(args.data, args.prior, args.seed)
     print(f"[bench-protocol] sequential (one party, one thread): {seq:.1f} s", flush=True)
